@@ -1,0 +1,35 @@
+"""The checkpoint file format: weights, the spec, and the metadata that travels with them.
+
+Public API: `save_checkpoint`, `load_checkpoint`, `load_model`, `CheckpointMetadata`,
+`Preprocessing`, `SourceInfo`, `SourceFile`, `atomic_output`.
+"""
+
+from checkpoints.io import atomic_output, load_checkpoint, load_model, read_raw, save_checkpoint
+from checkpoints.metadata import (
+    IMAGENET_CLASS_ORDER,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CheckpointMetadata,
+    Preprocessing,
+    SourceFile,
+    SourceInfo,
+    sha256_file,
+)
+from checkpoints.presets import preset_preprocessing
+
+__all__ = [
+    "IMAGENET_CLASS_ORDER",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CheckpointMetadata",
+    "Preprocessing",
+    "SourceFile",
+    "SourceInfo",
+    "atomic_output",
+    "load_checkpoint",
+    "load_model",
+    "preset_preprocessing",
+    "read_raw",
+    "save_checkpoint",
+    "sha256_file",
+]

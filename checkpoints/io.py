@@ -1,0 +1,257 @@
+"""Reading and writing checkpoints: ``.pth`` (torch zip, loaded with ``weights_only=True``) and
+``.safetensors`` (metadata in the header), chosen by extension on write and by content on read.
+
+A toolkit checkpoint holds the state_dict, the metadata record as JSON, and the mean image (if the
+preprocessing has one) as a tensor.  Writing is atomic: the bytes go to a temporary file in the
+destination's folder, which is renamed over the destination only once complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from checkpoints.metadata import CheckpointMetadata
+from resnet_port.errors import CheckpointError
+from resnet_ref import ResNet, ResNetSpec, build_model
+
+FORMAT_NAME = "resnet-port-checkpoint"
+FORMAT_VERSION = 1
+SAFETENSORS_KEY = "resnet_port"  # one namespaced header key holding the JSON record
+MEAN_IMAGE_KEY = "__resnet_port__.mean_image"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+SAFETENSORS_SUFFIXES = (".safetensors",)
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the body succeeds."""
+    dest = Path(path)
+    if dest.parent and not dest.parent.exists():
+        raise CheckpointError(f"{dest}: the folder {dest.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    spec: ResNetSpec,
+    state_dict: Mapping[str, torch.Tensor],
+    metadata: CheckpointMetadata,
+) -> Path:
+    """Write a checkpoint after checking that ``state_dict`` fits ``spec`` exactly."""
+    path = Path(path)
+    if metadata.spec != spec:
+        raise CheckpointError(f"{path}: the metadata's spec differs from the spec given to save_checkpoint")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    model = _model_from(spec, tensors, str(path))  # strict check before anything is written
+    if metadata.num_params is None:
+        metadata.num_params = sum(p.numel() for p in model.parameters())
+    record = metadata.to_dict()
+    mean_image = metadata.preprocessing.mean_image
+    suffix = path.suffix.lower()
+    with atomic_output(path) as tmp:
+        if suffix in SAFETENSORS_SUFFIXES:
+            from safetensors.torch import save_file
+
+            if MEAN_IMAGE_KEY in tensors:
+                raise CheckpointError(f"{path}: state_dict uses the reserved key {MEAN_IMAGE_KEY}")
+            if mean_image is not None:
+                tensors[MEAN_IMAGE_KEY] = torch.from_numpy(np.ascontiguousarray(mean_image))
+            header = {SAFETENSORS_KEY: json.dumps({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "metadata": record})}
+            save_file(tensors, str(tmp), metadata=header)
+        elif suffix in TORCH_SUFFIXES:
+            payload = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "metadata": json.dumps(record),
+                "state_dict": tensors,
+                "mean_image": None if mean_image is None else torch.from_numpy(np.ascontiguousarray(mean_image)),
+            }
+            torch.save(payload, str(tmp))
+        else:
+            raise CheckpointError(
+                f"{path}: unknown checkpoint extension {suffix or '(none)'}; use .pth or .safetensors"
+            )
+    return path
+
+
+def read_raw(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, torch.Tensor | None]:
+    """(tensors, toolkit record or None, mean image or None) from any supported file, untrusted-safe."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: {len(head)} bytes is too short to be a checkpoint")
+    if _looks_like_safetensors(path, head):
+        return _read_safetensors(path)
+    return _read_torch(path, head)
+
+
+def _looks_like_safetensors(path: Path, head: bytes) -> bool:
+    header_len = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8
+
+
+def _read_safetensors(path: Path):
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    mean_image = tensors.pop(MEAN_IMAGE_KEY, None)
+    record = None
+    if SAFETENSORS_KEY in header:
+        wrapper = _parse_json(path, header[SAFETENSORS_KEY])
+        _check_format(path, wrapper)
+        record = wrapper.get("metadata")
+    return tensors, record, mean_image
+
+
+def _read_torch(path: Path, head: bytes):
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path}: not a PyTorch or safetensors checkpoint (unrecognised first bytes {head[:8]!r})")
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        reason = next((line for line in first if "GLOBAL" in line or "global" in line), first[0] if first else "")
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle needs more than tensors and plain containers, which could run "
+            f"code ({reason.strip()[:200]}). Only weights-only checkpoints are loaded."
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if isinstance(payload, dict) and payload.get("format") == FORMAT_NAME:
+        _check_format(path, payload)
+        record = _parse_json(path, payload.get("metadata"))
+        state = payload.get("state_dict")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: toolkit checkpoint without a state_dict")
+        return _tensor_dict(path, state), record, payload.get("mean_image")
+    return _tensor_dict(path, unwrap_state_dict(path, payload)), None, None
+
+
+def _check_format(path: Path, wrapper: Mapping[str, Any]) -> None:
+    if wrapper.get("format") != FORMAT_NAME or wrapper.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {wrapper.get('format')!r} version {wrapper.get('format_version')!r} "
+            f"is not {FORMAT_NAME} version {FORMAT_VERSION}"
+        )
+
+
+def _parse_json(path: Path, text: Any) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: the metadata record is missing")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the metadata record is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: the metadata record is not a JSON object")
+    return data
+
+
+def unwrap_state_dict(path: Path | str, payload: Any) -> dict[str, Any]:
+    """Find the state_dict inside the wrappers training scripts put around it."""
+    seen = 0
+    while isinstance(payload, dict) and seen < 4:
+        for key in ("state_dict", "model", "state_dict_ema", "model_ema", "module", "net"):
+            inner = payload.get(key)
+            if isinstance(inner, dict) and inner and any(isinstance(v, (torch.Tensor, dict)) for v in inner.values()):
+                payload = inner
+                break
+        else:
+            break
+        seen += 1
+    if not isinstance(payload, dict) or not any(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"{path}: holds no state_dict (expected a mapping of names to tensors)")
+    return payload
+
+
+def _tensor_dict(path: Path | str, state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path}: state_dict key {key!r} is not a string")
+        if isinstance(value, torch.Tensor):
+            out[key] = value
+    return out
+
+
+def _model_from(spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], where: str) -> ResNet:
+    """Build ``spec`` and load ``state_dict`` strictly; errors list what is missing or extra."""
+    model = build_model(spec)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label}: {', '.join(items[:5])}{more}")
+        raise CheckpointError(f"{where}: weights do not fit the architecture; " + "; ".join(parts))
+    full = dict(state_dict)
+    for key, value in expected.items():
+        full.setdefault(key, value)  # only num_batches_tracked can be absent
+    model.load_state_dict(full, strict=True)
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path) -> tuple[ResNetSpec, dict[str, torch.Tensor], CheckpointMetadata]:
+    """(spec, state_dict, metadata) of a checkpoint written by this toolkit."""
+    tensors, record, mean_image = read_raw(path)
+    if record is None:
+        raise CheckpointError(
+            f"{path}: a plain state_dict without toolkit metadata; use load_model(path, arch=...) "
+            "(or --arch / --preset on the command line)"
+        )
+    metadata = CheckpointMetadata.from_dict(record, None if mean_image is None else mean_image.numpy())
+    return metadata.spec, tensors, metadata
+
+
+def load_model(
+    path: str | Path, arch: str | None = None, preset: str | None = None
+) -> tuple[ResNet, CheckpointMetadata]:
+    """Load any checkpoint this toolkit can read into the reference model, in eval mode.
+
+    Toolkit checkpoints carry their spec.  Plain torchvision / timm / mmcls state dicts need
+    ``arch`` or are matched against every registered architecture by names and shapes.
+    """
+    from checkpoints.plain import metadata_for_plain
+
+    tensors, record, mean_image = read_raw(path)
+    if record is not None:
+        metadata = CheckpointMetadata.from_dict(record, None if mean_image is None else mean_image.numpy())
+        if arch is not None and metadata.arch not in (None, arch):
+            raise CheckpointError(f"{path}: --arch {arch} given, but the checkpoint says it is {metadata.arch}")
+        return _model_from(metadata.spec, tensors, str(path)), metadata
+    state_dict, metadata = metadata_for_plain(Path(path), tensors, arch=arch, preset=preset)
+    return _model_from(metadata.spec, state_dict, str(path)), metadata

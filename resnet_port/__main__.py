@@ -1,0 +1,3 @@
+from resnet_port.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Named architectures: each a small preset over `ResNetSpec`, named as its source names it.
+
+A user porting a file can guess the name: torchvision's ``resnet50`` and ``wide_resnet50_2``, Gluon's
+``resnet50_v1`` / ``resnet50_v2``, mmcls's ``resnet50_v1c`` / ``resnet50_v1d``, and ``caffe_resnet50``,
+``mxnet_resnet50`` (the classic symbolic one), ``cifar_resnet18`` for the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from resnet_port.errors import SpecError
+from resnet_ref.model import ResNet
+from resnet_ref.spec import BASIC_LAYERS, BOTTLENECK_LAYERS, ResNetSpec, layers_for_depth
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """A registered architecture: its spec (with 1000 classes), where it comes from, and why it differs."""
+
+    name: str
+    spec: ResNetSpec
+    family: str  # torchvision, mmcls, gluon, mxnet, caffe, cifar
+    note: str
+
+
+_ARCHS: dict[str, ArchInfo] = {}
+
+
+def register_arch(name: str, spec: ResNetSpec, family: str, note: str) -> None:
+    if name in _ARCHS:
+        raise SpecError(f"architecture {name!r} is registered twice")
+    _ARCHS[name] = ArchInfo(name, spec, family, note)
+
+
+def _standard(depth: int, **changes) -> ResNetSpec:
+    block, layers = layers_for_depth(depth)
+    return ResNetSpec(block=block, layers=layers, **changes)
+
+
+ALL_DEPTHS = sorted(BASIC_LAYERS) + sorted(BOTTLENECK_LAYERS)
+
+for _d in ALL_DEPTHS:
+    # torchvision / timm / mmcls "pytorch" style: stride in the 3x3 ("ResNet v1.5").
+    register_arch(f"resnet{_d}", _standard(_d), "torchvision", "torchvision/mmcls layout; bottleneck stride in the 3x3 (v1.5)")
+
+for _d in (50, 101):
+    register_arch(
+        f"wide_resnet{_d}_2",
+        _standard(_d, base_width=128),
+        "torchvision",
+        "bottleneck inner width doubled (Zagoruyko & Komodakis); stride in the 3x3",
+    )
+
+for _d in (50, 101, 152):
+    # mmcls ResNetV1c: deep stem of three 3x3 convs; V1d adds the avg-pool shortcut.
+    register_arch(f"resnet{_d}_v1c", _standard(_d, stem="deep"), "mmcls", "deep 3x3 stem (32-32-64), stride in the 3x3")
+    register_arch(
+        f"resnet{_d}_v1d",
+        _standard(_d, stem="deep", shortcut="avgpool_conv"),
+        "mmcls",
+        "deep 3x3 stem and average-pool-then-1x1 shortcut ('avg down')",
+    )
+
+for _d in (18, 34, 50, 101, 152):
+    # Gluon BottleneckV1 strides the first 1x1 and gives both 1x1 body convs a bias.
+    _bias = ("conv1", "conv3") if _d >= 50 else ()
+    register_arch(
+        f"resnet{_d}_v1",
+        _standard(_d, stride_in="1x1", conv_bias=_bias),
+        "gluon",
+        "Gluon model zoo V1 (and ONNX zoo v1): stride in the first 1x1, biases on the 1x1 body convs",
+    )
+    register_arch(
+        f"resnet{_d}_v2",
+        _standard(_d, residual="v2", input_bn="affine_free"),
+        "gluon",
+        "Gluon model zoo V2 (and ONNX zoo v2): pre-activation, affine-free input BN, final BN-ReLU",
+    )
+
+for _d in ALL_DEPTHS:
+    # The old MXNet model zoo's symbolic resnet-N: pre-activation, eps 2e-5 everywhere, a data BN
+    # with fix_gamma=True, and a projection on the first unit of every stage.
+    register_arch(
+        f"mxnet_resnet{_d}",
+        _standard(_d, residual="v2", input_bn="fixed_gamma", bn_eps=2e-5, projection="first_of_stage"),
+        "mxnet",
+        "MXNet symbolic resnet-N: pre-activation, data BN (fix_gamma), eps 2e-5, takes 0-255 RGB",
+    )
+
+for _d in (50, 101, 152):
+    register_arch(
+        f"caffe_resnet{_d}",
+        _standard(
+            _d,
+            stride_in="1x1",
+            stem_pool="max_ceil",
+            head_pool="fixed",
+            conv_bias=("stem",) if _d == 50 else (),
+        ),
+        "caffe",
+        "Kaiming He's Caffe release: stride in the 1x1, ceil-mode pool1, 7x7/1 pool5"
+        + (", conv1 with bias" if _d == 50 else ""),
+    )
+
+for _d in (18, 34, 50, 101, 152):
+    register_arch(f"cifar_resnet{_d}", _standard(_d, stem="3x3", stem_pool="none"), "cifar", "3x3/1 stem, no max pool (mmcls ResNet_CIFAR)")
+
+
+def list_archs(family: str | None = None) -> list[str]:
+    """Registered arch names, optionally of one family, in registration order."""
+    return [name for name, info in _ARCHS.items() if family is None or info.family == family]
+
+
+def arch_info(name: str) -> ArchInfo:
+    try:
+        return _ARCHS[name]
+    except KeyError:
+        close = [n for n in _ARCHS if name.lower().replace("-", "") in n]
+        hint = f"; did you mean {', '.join(close[:5])}?" if close else "; `resnet-port archs` lists them"
+        raise SpecError(f"unknown architecture {name!r}{hint}") from None
+
+
+def get_spec(name: str, num_classes: int = 1000) -> ResNetSpec:
+    spec = arch_info(name).spec
+    return spec if num_classes == spec.num_classes else spec.replace(num_classes=num_classes)
+
+
+def create_model(name: str, num_classes: int = 1000) -> nn.Module:
+    """Build a registered architecture with freshly initialised weights."""
+    return ResNet(get_spec(name, num_classes))
+
+
+def build_model(spec: ResNetSpec) -> ResNet:
+    """Build the model a spec describes (converters hand specs over; they never build models)."""
+    return ResNet(spec)
+
+
+def find_arch(spec: ResNetSpec) -> str | None:
+    """The registered name whose spec equals ``spec`` apart from the class count, if any."""
+    for name, info in _ARCHS.items():
+        if info.spec == spec.replace(num_classes=info.spec.num_classes):
+            return name
+    return None
