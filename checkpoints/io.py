@@ -22,7 +22,7 @@ import torch
 
 from checkpoints.metadata import CheckpointMetadata
 from resnet_port.errors import CheckpointError
-from resnet_ref import ResNet, ResNetSpec, build_model
+from resnet_ref import ResNet, ResNetSpec, build_model, state_dict_problems
 
 FORMAT_NAME = "resnet-port-checkpoint"
 FORMAT_VERSION = 1
@@ -202,24 +202,12 @@ def _tensor_dict(path: Path | str, state: Mapping[str, Any]) -> dict[str, torch.
 
 def _model_from(spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], where: str) -> ResNet:
     """Build ``spec`` and load ``state_dict`` strictly; errors list what is missing or extra."""
+    problems = state_dict_problems(spec, state_dict)
+    if problems:
+        raise CheckpointError(f"{where}: weights do not fit the architecture; {problems}")
     model = build_model(spec)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [
-        f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{label}: {', '.join(items[:5])}{more}")
-        raise CheckpointError(f"{where}: weights do not fit the architecture; " + "; ".join(parts))
     full = dict(state_dict)
-    for key, value in expected.items():
+    for key, value in model.state_dict().items():
         full.setdefault(key, value)  # only num_batches_tracked can be absent
     model.load_state_dict(full, strict=True)
     return model.eval()

@@ -7,7 +7,7 @@ This package knows nothing of converters or file formats.
 
 from resnet_ref.model import ResNet
 from resnet_ref.profile import count_flops, count_params
-from resnet_ref.registry import ArchInfo, arch_info, build_model, create_model, find_arch, get_spec, list_archs
+from resnet_ref.registry import ArchInfo, arch_info, build_model, create_model, find_arch, get_spec, list_archs, state_dict_problems
 from resnet_ref.spec import ResNetSpec
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "find_arch",
     "get_spec",
     "list_archs",
+    "state_dict_problems",
 ]

@@ -8,6 +8,9 @@ A user porting a file can guess the name: torchvision's ``resnet50`` and ``wide_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
+
+import torch
 
 from torch import nn
 
@@ -144,3 +147,24 @@ def find_arch(spec: ResNetSpec) -> str | None:
         if info.spec == spec.replace(num_classes=info.spec.num_classes):
             return name
     return None
+
+
+def state_dict_problems(spec: ResNetSpec, state_dict: Mapping[str, "torch.Tensor"]) -> str:
+    """'' when ``state_dict`` fills every parameter and buffer of ``spec`` with the right shapes;
+    otherwise one line listing what is missing, unexpected, or of the wrong shape.
+    (``num_batches_tracked`` may be absent: no source framework has it.)"""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ResNet(spec).state_dict().items()}
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} (expected {shape})"
+        for k, shape in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != shape
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    return "; ".join(parts)

@@ -1,0 +1,127 @@
+"""What every converter shares: the result it hands over, its report, the output check, the CLI tail.
+
+A converter reads its source and returns a `Conversion` — a `ResNetSpec`, a state_dict in the
+reference names, and the metadata — and never builds models by hand.  `finish_conversion` then
+checks the state_dict fills the spec exactly; the CLI tail writes the checkpoint atomically and the
+report as JSON.  Every conversion ends with a numeric check (`compare_logits`) against the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from checkpoints import CheckpointMetadata, save_checkpoint
+from resnet_port.cli import write_json
+from resnet_port.errors import ConversionError
+from resnet_ref import ResNetSpec, build_model, state_dict_problems
+
+
+@dataclass
+class ConversionReport:
+    """What happened to every source layer and tensor: mapped, or skipped with a reason."""
+
+    source_framework: str
+    source_files: list[str] = field(default_factory=list)
+    arch: str | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)  # {"name", "type", "targets": [...]}
+    mapped: dict[str, str] = field(default_factory=dict)  # target key -> source tensor name
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"}
+    notes: list[str] = field(default_factory=list)
+
+    def map(self, target: str, source: str) -> None:
+        if target in self.mapped:
+            raise ConversionError(f"{target} is filled twice: from {self.mapped[target]} and from {source}")
+        self.mapped[target] = source
+
+    def skip(self, source: str, reason: str) -> None:
+        self.skipped.append({"source": source, "reason": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["num_layers"] = len(self.layers)
+        out["num_mapped"] = len(self.mapped)
+        out["num_skipped"] = len(self.skipped)
+        return out
+
+
+@dataclass
+class Conversion:
+    """A finished conversion: what `save_checkpoint` takes, plus the report."""
+
+    spec: ResNetSpec
+    state_dict: dict[str, torch.Tensor]
+    metadata: CheckpointMetadata
+    report: ConversionReport
+
+
+def finish_conversion(
+    spec: ResNetSpec,
+    state_dict: Mapping[str, torch.Tensor],
+    metadata: CheckpointMetadata,
+    report: ConversionReport,
+    where: str,
+) -> Conversion:
+    """Check that the state_dict fills ``spec`` exactly, then bundle it with its metadata."""
+    problems = state_dict_problems(spec, state_dict)
+    if problems:
+        raise ConversionError(f"{where}: the converted weights do not fit {metadata.arch or 'the spec'}: {problems}")
+    metadata.conversion_report = report.to_dict()
+    return Conversion(spec, dict(state_dict), metadata, report)
+
+
+def compare_logits(reference: np.ndarray | torch.Tensor, ours: np.ndarray | torch.Tensor) -> dict[str, Any]:
+    """The figures every parity check reports: max |diff|, that over max |reference|, top-1 agreement."""
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    out = np.asarray(ours.detach().cpu() if isinstance(ours, torch.Tensor) else ours, dtype=np.float64)
+    out = out.reshape(len(out), -1)
+    if ref.shape != out.shape:
+        raise ConversionError(f"output shapes differ: reference {ref.shape}, converted {out.shape}")
+    max_abs = float(np.abs(ref - out).max())
+    scale = float(np.abs(ref).max()) or 1.0
+    return {
+        "max_abs_diff": max_abs,
+        "max_rel_diff": max_abs / scale,
+        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
+        "samples": int(len(ref)),
+    }
+
+
+def run_converted(conversion: Conversion, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Logits of the converted weights on ``x`` (float32, eval mode)."""
+    model = build_model(conversion.spec)
+    full = model.state_dict()
+    full.update(conversion.state_dict)
+    model.load_state_dict(full)
+    model.eval()
+    with torch.inference_mode():
+        return model(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """-o / --report / --json, the same for every convert-* command."""
+    parser.add_argument("-o", "--output", required=True, type=Path, help="checkpoint to write (.pth or .safetensors)")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="also write the conversion report as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary on stdout instead of the readable lines"
+    )
+
+
+def write_outputs(conversion: Conversion, args: argparse.Namespace) -> dict[str, Any]:
+    """Write the checkpoint (atomically) and, if asked, the report; return the summary printed."""
+    save_checkpoint(args.output, conversion.spec, conversion.state_dict, conversion.metadata)
+    if getattr(args, "report", None):
+        write_json(args.report, conversion.metadata.conversion_report)
+    return {
+        "output": str(args.output),
+        "arch": conversion.metadata.arch,
+        "num_params": conversion.metadata.num_params,
+        "mapped_tensors": len(conversion.report.mapped),
+        "skipped": conversion.report.skipped,
+        "verification": conversion.metadata.verification,
+    }
