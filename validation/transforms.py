@@ -1,0 +1,206 @@
+"""Resize and crop exactly as torchvision's ``Resize(size)`` / ``CenterCrop`` / ``TenCrop`` do on a
+Pillow image, with the crops taken as views of one decoded, resized tensor.
+
+The published numbers depend on these details, so each is written out:
+
+- Resize: the shorter side becomes ``size`` and the longer ``int(size * long / short)`` (truncated,
+  not rounded); an image already at that size is left untouched; Pillow's filter does the work, and
+  Pillow antialiases when it shrinks (its bilinear filter widens its support by the scale factor),
+  which ``torch.nn.functional.interpolate(antialias=False)`` does not.
+- Center crop: top ``int(round((h - crop) / 2))``, left likewise.  Python's ``round`` rounds halves to
+  even, so a 117-pixel margin puts the crop at 58, not 59 (and not ``floor`` either when the margin
+  is 115 -> 58).
+- Ten crops: the four corners and the center, then the same five taken from the horizontally
+  flipped image.  The flipped image's center crop is not the flip of the center crop when the
+  margin is odd (rounding happens on the flipped coordinates), so each flipped crop is the flip of
+  the original crop at the mirrored offset ``w - left - crop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from checkpoints import Preprocessing
+from resnet_port.errors import InputError
+
+PIL_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+CROP_COUNTS = (1, 10)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """One crop window on the resized image; ``flip`` mirrors its pixels left to right."""
+
+    top: int
+    left: int
+    size: int
+    flip: bool = False
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after torchvision's ``Resize(size)``: shorter side ``size``, longer truncated."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """torchvision's ``Resize(size, interpolation)`` on a Pillow image."""
+    new_w, new_h = resized_size(image.width, image.height, size)
+    if (new_w, new_h) == image.size:
+        return image
+    return image.resize((new_w, new_h), PIL_FILTERS[interpolation])
+
+
+def center_offset(length: int, crop: int) -> int:
+    """torchvision ``CenterCrop``'s offset: Python's round-half-to-even of the margin's half."""
+    return int(round((length - crop) / 2.0))
+
+
+def crop_boxes(height: int, width: int, crop: int, crops: int) -> list[CropBox]:
+    """The windows of the 1-crop (center) or 10-crop protocol, in torchvision's ``TenCrop`` order:
+    top-left, top-right, bottom-left, bottom-right, center, then those five of the flipped image."""
+    if crop > height or crop > width:
+        raise InputError(f"a {crop}x{crop} crop does not fit a {width}x{height} resized image")
+    center = CropBox(center_offset(height, crop), center_offset(width, crop), crop)
+    if crops == 1:
+        return [center]
+    if crops != 10:
+        raise InputError(f"crops must be 1 or 10, got {crops}")
+    bottom, right = height - crop, width - crop
+    five = [CropBox(0, 0, crop), CropBox(0, right, crop), CropBox(bottom, 0, crop), CropBox(bottom, right, crop), center]
+    # On the flipped image, offsets (and the center's rounding) are taken in flipped coordinates.
+    flipped = [CropBox(b.top, b.left, crop) for b in five[:4]]
+    flipped.append(CropBox(center.top, center_offset(width, crop), crop))
+    mirrored = [CropBox(b.top, width - b.left - crop, crop, flip=True) for b in flipped]
+    return five + mirrored
+
+
+def take_crops(hwc: torch.Tensor, boxes: list[CropBox]) -> torch.Tensor:
+    """Stack the windows of an (H, W, C) tensor into (N, crop, crop, C); each window is a view until
+    the one copy ``stack`` makes.  The result, permuted to NCHW, is already channels_last."""
+    views = []
+    for box in boxes:
+        view = hwc[box.top : box.top + box.size, box.left : box.left + box.size]
+        views.append(view.flip(1) if box.flip else view)
+    return torch.stack(views)
+
+
+def image_to_hwc(image: Image.Image, channel_order: str = "RGB") -> torch.Tensor:
+    """A uint8 (H, W, 3) tensor of an RGB Pillow image, in the model's channel order."""
+    array = np.array(image, dtype=np.uint8)  # a writable copy: torch warns on Pillow's read-only buffer
+    if channel_order == "BGR":
+        array = np.ascontiguousarray(array[:, :, ::-1])
+    return torch.from_numpy(array)
+
+
+@dataclass
+class CropSet:
+    """The crops of one image before normalisation: uint8 (N, crop, crop, 3) in the model's channel
+    order, and, when the mean image must follow the image's geometry, its float crops alike."""
+
+    pixels: torch.Tensor
+    mean_crops: torch.Tensor | None = None
+
+
+@dataclass
+class CropTransform:
+    """Decoded RGB image -> `CropSet` for one protocol.  Picklable, so it runs in DataLoader workers.
+
+    ``resize``, ``crop`` and ``interpolation`` default to the checkpoint's preprocessing.
+    """
+
+    preprocessing: Preprocessing
+    crops: int = 1
+    resize: int | None = None
+    crop: int | None = None
+    interpolation: str | None = None
+
+    def __post_init__(self) -> None:
+        p = self.preprocessing
+        self.resize = int(self.resize or p.resize)
+        self.crop = int(self.crop or p.crop)
+        self.interpolation = self.interpolation or p.interpolation
+        if self.crops not in CROP_COUNTS:
+            raise InputError(f"crops must be 1 or 10, got {self.crops}")
+        if self.interpolation not in PIL_FILTERS:
+            raise InputError(f"interpolation must be one of {', '.join(PIL_FILTERS)}, got {self.interpolation!r}")
+        if not 0 < self.crop <= self.resize:
+            raise InputError(f"crop {self.crop} must be positive and at most the resize {self.resize}")
+        self._mean_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    @property
+    def mean_follows_geometry(self) -> bool:
+        """A mean image of the crop's size is subtracted from each crop as is (``Crop(img) - mean``);
+        any other size is resized like the image and cropped with the same windows."""
+        image = self.preprocessing.mean_image
+        return image is not None and tuple(image.shape[1:]) != (self.crop, self.crop)
+
+    def __call__(self, image: Image.Image) -> CropSet:
+        resized = resize_shorter(image, self.resize, self.interpolation)
+        hwc = image_to_hwc(resized, self.preprocessing.channel_order)
+        boxes = crop_boxes(hwc.shape[0], hwc.shape[1], self.crop, self.crops)
+        mean_crops = None
+        if self.mean_follows_geometry:
+            mean_crops = take_crops(self._mean_at(hwc.shape[0], hwc.shape[1]), boxes)
+        return CropSet(take_crops(hwc, boxes), mean_crops)
+
+    def _mean_at(self, height: int, width: int) -> torch.Tensor:
+        """The mean image resized to (height, width), as (H, W, C) float; cached per size."""
+        key = (height, width)
+        if key not in self._mean_cache:
+            if len(self._mean_cache) > 64:
+                self._mean_cache.clear()
+            mean = torch.from_numpy(np.asarray(self.preprocessing.mean_image, dtype=np.float32))[None]
+            if tuple(mean.shape[2:]) != key:
+                mean = torch.nn.functional.interpolate(mean, size=key, mode="bilinear", align_corners=False, antialias=True)
+            self._mean_cache[key] = mean[0].permute(1, 2, 0).contiguous()
+        return self._mean_cache[key]
+
+
+class Normalizer:
+    """uint8 crops -> the model's input, in one pass per batch: ``(x * pixel_max / 255 - mean) / std``.
+
+    Takes (B, H, W, C) and returns (B, C, H, W) float32 in channels_last memory (or contiguous when
+    ``channels_last`` is false).  A mean image of the crop's size is subtracted from every crop, flipped
+    or not, as Kaiming He's release does (``Crop(img) - mean``).
+    """
+
+    def __init__(self, preprocessing: Preprocessing, device: torch.device | str = "cpu") -> None:
+        p = preprocessing
+        self.scale = p.pixel_max / 255.0
+        device = torch.device(device)
+        channels = 3
+        self.mean = torch.tensor(p.mean if p.mean is not None else (0.0,) * channels, device=device).view(1, 1, 1, -1)
+        std = torch.tensor(p.std if p.std is not None else (1.0,) * channels, device=device)
+        self.inv_std = (1.0 / std).view(1, 1, 1, -1)
+        self.mean_image = None
+        if p.mean_image is not None:
+            image = torch.from_numpy(np.asarray(p.mean_image, dtype=np.float32))
+            self.mean_image = image.permute(1, 2, 0).contiguous().to(device)[None]  # (1, H, W, C)
+            self.mean = torch.zeros_like(self.mean)  # the mean image replaces the mean values
+
+    def __call__(
+        self, pixels: torch.Tensor, mean_crops: torch.Tensor | None = None, channels_last: bool = True
+    ) -> torch.Tensor:
+        x = pixels.to(torch.float32).mul_(self.scale)
+        if mean_crops is not None:
+            x.sub_(mean_crops)
+        elif self.mean_image is not None:
+            if tuple(self.mean_image.shape[1:3]) != tuple(x.shape[1:3]):
+                raise InputError(
+                    f"the mean image is {tuple(self.mean_image.shape[1:3])}, the crops {tuple(x.shape[1:3])}: "
+                    "its crops must come from CropTransform"
+                )
+            x.sub_(self.mean_image)
+        x.sub_(self.mean).mul_(self.inv_std)
+        x = x.permute(0, 3, 1, 2)
+        return x if channels_last else x.contiguous()
