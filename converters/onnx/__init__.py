@@ -1,0 +1,9 @@
+"""convert-onnx: ONNX model-zoo ResNets (v1/v2, exported from Gluon) onto the reference ResNet.
+
+`convert_onnx(path)` reads the graph and its initializers with the `onnx` package, recognises the
+ResNet from the graph's topology and shapes (never from names), and returns a `Conversion`.
+"""
+
+from converters.onnx.convert import convert_onnx
+
+__all__ = ["convert_onnx"]

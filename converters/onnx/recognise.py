@@ -1,0 +1,402 @@
+"""Recognise a ResNet in an ONNX graph from its topology and shapes, never from tensor names.
+
+The walk follows the data from the input: an optional input BatchNorm, the stem (conv, BN, ReLU,
+max pool), then residual blocks one after another, then the head (pool, flatten, linear).  A block
+is found where a tensor forks and the two paths meet again at an ``Add``: the longer path is the
+body, the shorter one the shortcut (nothing for an identity, a 1x1 conv [+ BN] for a projection).
+Post-activation (v1) blocks end with a ReLU after the sum; pre-activation (v2) blocks start with
+BN-ReLU, and their projection reads the pre-activated tensor.  Every node must be visited exactly
+once; the first one that does not fit the pattern is named in the error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from converters.onnx.graph import Node, OnnxGraph
+from converters.onnx.ops import (
+    AddLayer,
+    AvgPoolLayer,
+    BatchNormLayer,
+    ConvLayer,
+    FlattenLayer,
+    Layer,
+    LinearLayer,
+    MaxPoolLayer,
+    PassLayer,
+    ReluLayer,
+    parse_node,
+)
+from resnet_port.errors import ConversionError
+
+# Body patterns after the block input (v1) or after the pre-activation (v2).
+V1_BODIES = {
+    "basic": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer),
+    "bottleneck": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer),
+}
+V2_BODIES = {
+    "basic": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer),
+    "bottleneck": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer, ReluLayer, ConvLayer),
+}
+MAX_CHAIN = 12  # longer than any block body: a walk that runs on is not in a block
+
+
+@dataclass
+class Block:
+    """One residual block as found: its convs and BNs in the reference's order."""
+
+    residual: str  # "v1" | "v2"
+    kind: str  # "basic" | "bottleneck"
+    convs: list[ConvLayer]
+    bns: list[BatchNormLayer]  # v1: one after each conv; v2: the pre-activation BN, then one after each conv but the last
+    shortcut_conv: ConvLayer | None
+    shortcut_bn: BatchNormLayer | None
+    first: Node  # the node errors about this block name
+
+    @property
+    def in_channels(self) -> int:
+        return self.convs[0].in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.convs[-1].out_channels
+
+    @property
+    def stride(self) -> int:
+        strides = [c.stride[0] for c in self.convs]
+        return max(strides)
+
+
+@dataclass
+class Recognised:
+    """The ResNet found in the graph, layer by layer, before it becomes a spec."""
+
+    input_bn: BatchNormLayer | None
+    stem_conv: ConvLayer
+    stem_bn: BatchNormLayer
+    stem_pool: str  # "max" | "max_ceil" | "none"
+    stem_pool_node: Node | None
+    blocks: list[Block]
+    final_bn: BatchNormLayer | None
+    head_pool: AvgPoolLayer
+    head_nodes: list[Node]  # flatten / reshape / identity nodes between pool and linear
+    linear: LinearLayer
+    bias_add: AddLayer | None
+    visited: set[int] = field(default_factory=set)
+
+
+class _Walker:
+    """Follows the data through the graph; knows who produces and who consumes each tensor."""
+
+    def __init__(self, graph: OnnxGraph) -> None:
+        self.graph = graph
+        self.layers = [parse_node(node, graph) for node in graph.nodes]
+        self.alias: dict[str, str] = {}  # Identity / Dropout output -> its input
+        self.pass_nodes: list[Node] = []
+        for layer in self.layers:
+            if isinstance(layer, PassLayer):
+                self.alias[layer.output] = self.resolve(layer.data[0])
+                self.pass_nodes.append(layer.node)
+        self.consumers: dict[str, list[Layer]] = {}
+        producers: dict[str, Node] = {}
+        for layer in self.layers:
+            for out in layer.node.outputs:
+                if out in producers:
+                    raise ConversionError(f"{graph.where(layer.node)}: output '{out}' is also produced by {producers[out].label}")
+                producers[out] = layer.node
+            if isinstance(layer, PassLayer):
+                continue
+            for name in layer.data:
+                self.consumers.setdefault(self.resolve(name), []).append(layer)
+        self.producers = producers
+        self.visited: set[int] = set()
+
+    def resolve(self, tensor: str) -> str:
+        while tensor in self.alias:
+            tensor = self.alias[tensor]
+        return tensor
+
+    def fail(self, node: Node | None, message: str) -> ConversionError:
+        where = self.graph.where(node) if node is not None else str(self.graph.path)
+        return ConversionError(f"{where}: not a ResNet the reference can hold: {message}")
+
+    def users(self, tensor: str) -> list[Layer]:
+        return self.consumers.get(self.resolve(tensor), [])
+
+    def producer(self, tensor: str) -> Node | None:
+        return self.producers.get(self.resolve(tensor))
+
+    def visit(self, layer: Layer) -> Layer:
+        if layer.node.index in self.visited:
+            raise self.fail(layer.node, "reached twice while following the data")
+        self.visited.add(layer.node.index)
+        return layer
+
+    def only_user(self, tensor: str, kind: type | tuple[type, ...], what: str) -> Layer:
+        """The single consumer of ``tensor``, which must be of ``kind``."""
+        users = self.users(tensor)
+        if not users:
+            raise self.fail(self.producer(tensor), f"its output '{tensor}' goes nowhere, expected {what} after it")
+        if len(users) > 1:
+            raise self.fail(users[1].node, f"a second reader of '{tensor}' where only {what} fits")
+        layer = users[0]
+        if not isinstance(layer, kind):
+            raise self.fail(layer.node, f"expected {what} here")
+        return self.visit(layer)
+
+
+def _expect(walker: _Walker, ok: bool, node: Node, message: str) -> None:
+    if not ok:
+        raise walker.fail(node, message)
+
+
+def _check_conv(walker: _Walker, conv: ConvLayer, kernel: int, stride: int | None, what: str) -> None:
+    """Kernel, padding k//2, no dilation, no groups: the only convs the reference has."""
+    pad = kernel // 2
+    _expect(walker, conv.kernel == (kernel, kernel), conv.node, f"{what} should be {kernel}x{kernel}, found {conv.kernel[0]}x{conv.kernel[1]}")
+    _expect(walker, conv.pads == (pad,) * 4, conv.node, f"{what} should pad {pad} on every side, found pads {list(conv.pads)}")
+    _expect(walker, conv.dilation == (1, 1), conv.node, f"{what} is dilated {conv.dilation}, expected 1")
+    _expect(walker, conv.group == 1, conv.node, f"{what} is grouped (group={conv.group}), expected 1")
+    _expect(walker, conv.stride[0] == conv.stride[1], conv.node, f"{what} has unequal strides {conv.stride}")
+    if stride is not None:
+        _expect(walker, conv.stride[0] == stride, conv.node, f"{what} should have stride {stride}, found {conv.stride[0]}")
+
+
+def _check_bn(walker: _Walker, bn: BatchNormLayer, channels: int, what: str) -> None:
+    _expect(walker, bn.channels == channels, bn.node, f"{what} has {bn.channels} channels, expected {channels}")
+
+
+def _chain(walker: _Walker, tensor: str) -> tuple[list[Layer], AddLayer | None, Layer | None]:
+    """Follow single-reader Conv/BN/ReLU layers from ``tensor`` until an Add (not visited)."""
+    chain: list[Layer] = []
+    users = walker.users(tensor)
+    for _ in range(MAX_CHAIN):
+        if len(users) != 1:
+            return chain, None, users[1] if len(users) > 1 else None
+        layer = users[0]
+        if isinstance(layer, AddLayer):
+            return chain, layer, None
+        if not isinstance(layer, (ConvLayer, BatchNormLayer, ReluLayer)):
+            return chain, None, layer
+        chain.append(layer)
+        users = walker.users(layer.output)
+    return chain, None, chain[-1]
+
+
+def _match_body(walker: _Walker, chain: list[Layer], bodies: dict, stop: Layer | None, add: AddLayer | None) -> str:
+    """The block kind whose pattern ``chain`` follows, or an error naming the first layer off it."""
+    for kind, pattern in bodies.items():
+        if len(chain) == len(pattern) and all(isinstance(l, k) for l, k in zip(chain, pattern)):
+            return kind
+    longest = max(bodies.values(), key=len)
+    for layer, kind in zip(chain, longest):
+        if not isinstance(layer, kind):
+            raise walker.fail(layer.node, f"expected {kind.__name__[:-5]} in a residual block body")
+    node = stop.node if stop is not None else (add.node if add is not None else chain[-1].node if chain else None)
+    raise walker.fail(node, "a residual block body should be conv-BN-ReLU-conv-BN (basic) or three convs (bottleneck)")
+
+
+def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
+    users = walker.users(x)
+    convs = [u for u in users if isinstance(u, ConvLayer)]
+    others = [u for u in users if not isinstance(u, (ConvLayer, AddLayer))]
+    if others:
+        raise walker.fail(others[0].node, "expected a conv (block body or projection) or the residual Add here")
+    identity_adds = [u for u in users if isinstance(u, AddLayer)]
+    if not convs:
+        raise walker.fail(users[0].node if users else walker.producer(x), "expected a residual block (conv) here")
+    # The body is the longest path out of the block input; a projection is conv + BN.
+    paths = sorted((_chain_from(walker, conv) for conv in convs), key=lambda p: len(p[0]), reverse=True)
+    body, add, stop = paths[0]
+    kind = _match_body(walker, body, V1_BODIES, stop, add)
+    shortcut_conv = shortcut_bn = None
+    if len(paths) > 2:
+        raise walker.fail(paths[2][0][0].node, "a third path out of a block input")
+    if len(paths) == 2:
+        short, short_add, short_stop = paths[1]
+        if short_add is not add or [type(l) for l in short] != [ConvLayer, BatchNormLayer]:
+            off = [l for l, k in zip(short, (ConvLayer, BatchNormLayer)) if not isinstance(l, k)]
+            node = (off or short[2:] or [short_stop or short_add or short[-1]])[0].node
+            raise walker.fail(node, "a projection shortcut should be a 1x1 conv + BN meeting the body at its Add")
+        shortcut_conv, shortcut_bn = short
+        if identity_adds:
+            raise walker.fail(identity_adds[0].node, "a block with a projection also adds its raw input")
+        other = shortcut_bn.output
+    else:
+        _expect(walker, identity_adds == [add], add.node, "the residual Add should sum the block input and the body")
+        other = x
+    _expect(walker, _sums(walker, add, body[-1].output, other), add.node, "the residual Add should sum the body and the shortcut")
+    _expect(walker, add.constant is None, add.node, "the residual Add adds a stored constant")
+    for layer in body + ([shortcut_conv, shortcut_bn] if shortcut_conv else []):
+        walker.visit(layer)
+    walker.visit(add)
+    relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
+    bodies_convs = [l for l in body if isinstance(l, ConvLayer)]
+    bns = [l for l in body if isinstance(l, BatchNormLayer)]
+    block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node)
+    return block, relu.output
+
+
+def _sums(walker: _Walker, add: AddLayer, a: str, b: str) -> bool:
+    got = sorted(walker.resolve(t) for t in add.data)
+    return got == sorted((walker.resolve(a), walker.resolve(b)))
+
+
+def _chain_from(walker: _Walker, first: Layer) -> tuple[list[Layer], AddLayer | None, Layer | None]:
+    chain, add, stop = _chain(walker, first.output)
+    return [first] + chain, add, stop
+
+
+def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
+    users = walker.users(x)
+    bns = [u for u in users if isinstance(u, BatchNormLayer)]
+    adds = [u for u in users if isinstance(u, AddLayer)]
+    others = [u for u in users if not isinstance(u, (BatchNormLayer, AddLayer))]
+    if others:
+        raise walker.fail(others[0].node, "expected the pre-activation BN of a block or the residual Add here")
+    if len(bns) != 1 or len(adds) > 1:
+        raise walker.fail((bns[1:] + adds[1:] + users)[0].node, "a pre-activation block reads its input with one BN (and at most one Add)")
+    pre_bn = walker.visit(bns[0])
+    pre_relu = walker.only_user(pre_bn.output, ReluLayer, "the ReLU of the pre-activation")
+    a = pre_relu.output
+    a_users = walker.users(a)
+    convs = [u for u in a_users if isinstance(u, ConvLayer)]
+    if len(convs) != len(a_users) or not convs or len(convs) > 2:
+        odd = [u for u in a_users if not isinstance(u, ConvLayer)]
+        raise walker.fail((odd or a_users or [pre_relu])[0].node, "a pre-activated tensor feeds the body conv and at most a projection conv")
+    paths = sorted((_chain_from(walker, c) for c in convs), key=lambda p: len(p[0]), reverse=True)
+    body, add, stop = paths[0]
+    kind = _match_body(walker, body, V2_BODIES, stop, add)
+    shortcut_conv = None
+    if len(paths) == 2:
+        short, short_add, short_stop = paths[1]
+        if short_add is not add or len(short) != 1:
+            raise walker.fail((short[1:] or [short_stop or short[0]])[0].node, "a pre-activation projection should be one 1x1 conv meeting the body at its Add")
+        shortcut_conv = short[0]
+        _expect(walker, not adds, adds[0].node if adds else add.node, "a block with a projection also adds its raw input")
+        other = shortcut_conv.output
+    else:
+        _expect(walker, adds == [add], add.node, "the residual Add should sum the block input and the body")
+        other = x
+    _expect(walker, _sums(walker, add, body[-1].output, other), add.node, "the residual Add should sum the body and the shortcut")
+    _expect(walker, add.constant is None, add.node, "the residual Add adds a stored constant")
+    for layer in body + ([shortcut_conv] if shortcut_conv else []):
+        walker.visit(layer)
+    walker.visit(add)
+    body_bns = [l for l in body if isinstance(l, BatchNormLayer)]
+    block = Block("v2", kind, [l for l in body if isinstance(l, ConvLayer)], [pre_bn] + body_bns, shortcut_conv, None, pre_bn.node)
+    return block, add.output
+
+
+def _next_is_head_v2(walker: _Walker, x: str) -> bool:
+    """In a v2 net the final BN-ReLU looks like a block's pre-activation until the pool follows."""
+    users = walker.users(x)
+    if len(users) != 1 or not isinstance(users[0], BatchNormLayer):
+        return False
+    relu_users = walker.users(users[0].output)
+    if len(relu_users) != 1 or not isinstance(relu_users[0], ReluLayer):
+        return False
+    after = walker.users(relu_users[0].output)
+    return len(after) == 1 and isinstance(after[0], AvgPoolLayer)
+
+
+def recognise(graph: OnnxGraph) -> Recognised:
+    """Walk ``graph`` from its input to its output; raise naming the first node that does not fit."""
+    walker = _Walker(graph)
+    x = graph.input_name
+
+    first = walker.only_user(x, (BatchNormLayer, ConvLayer), "the stem conv (or an input BatchNorm)")
+    input_bn = None
+    if isinstance(first, BatchNormLayer):
+        input_bn = first
+        first = walker.only_user(first.output, ConvLayer, "the stem conv after the input BatchNorm")
+    stem_conv = first
+    if stem_conv.kernel == (7, 7):
+        _check_conv(walker, stem_conv, 7, 2, "the 7x7 stem conv")
+    else:
+        _check_conv(walker, stem_conv, 3, 1, "the stem conv (7x7/2, or 3x3/1)")
+    if input_bn is not None:
+        _check_bn(walker, input_bn, stem_conv.in_channels, "the input BatchNorm")
+    stem_bn = walker.only_user(stem_conv.output, BatchNormLayer, "the stem BatchNorm")
+    _check_bn(walker, stem_bn, stem_conv.out_channels, "the stem BatchNorm")
+    stem_relu = walker.only_user(stem_bn.output, ReluLayer, "the stem ReLU")
+    x = stem_relu.output
+    stem_pool, pool_node = "none", None
+    users = walker.users(x)
+    if len(users) == 1 and isinstance(users[0], MaxPoolLayer):
+        pool = walker.visit(users[0])
+        pool_node = pool.node
+        if pool.kernel == (3, 3) and pool.stride == (2, 2) and pool.pads == (1, 1, 1, 1) and not pool.ceil_mode:
+            stem_pool = "max"
+        elif pool.kernel == (3, 3) and pool.stride == (2, 2) and pool.pads == (0, 0, 0, 0) and pool.ceil_mode:
+            stem_pool = "max_ceil"
+        else:
+            raise walker.fail(
+                pool.node,
+                f"the stem max pool should be 3x3/2 pad 1 floor, or 3x3/2 pad 0 ceil; found kernel {pool.kernel}, "
+                f"stride {pool.stride}, pads {list(pool.pads)}, ceil_mode {int(pool.ceil_mode)}",
+            )
+        x = pool.output
+
+    # The residual form is read off the first block: v2 reads its input with a BN, v1 with convs.
+    residual = "v2" if any(isinstance(u, BatchNormLayer) for u in walker.users(x)) else "v1"
+    blocks: list[Block] = []
+    final_bn = None
+    while True:
+        users = walker.users(x)
+        if residual == "v1" and len(users) == 1 and isinstance(users[0], AvgPoolLayer):
+            break
+        if residual == "v2" and _next_is_head_v2(walker, x):
+            final_bn = walker.only_user(x, BatchNormLayer, "the final BatchNorm")
+            x = walker.only_user(final_bn.output, ReluLayer, "the ReLU after the final BatchNorm").output
+            break
+        if not users:
+            raise walker.fail(walker.producer(x), f"its output '{x}' goes nowhere, expected another block or the head")
+        block, x = (_block_v1 if residual == "v1" else _block_v2)(walker, x)
+        blocks.append(block)
+    if not blocks:
+        raise walker.fail(walker.users(x)[0].node, "expected residual blocks after the stem")
+
+    head_pool = walker.only_user(x, AvgPoolLayer, "the average pool of the head")
+    x = head_pool.output
+    head_nodes = []
+    while True:
+        users = walker.users(x)
+        if len(users) == 1 and isinstance(users[0], FlattenLayer):
+            layer = walker.visit(users[0])
+            head_nodes.append(layer.node)
+            x = layer.output
+            continue
+        break
+    linear = walker.only_user(x, LinearLayer, "the classifier (Gemm, or MatMul + Add)")
+    x = linear.output
+    bias_add = None
+    if linear.bias is None:
+        users = walker.users(x)
+        if len(users) == 1 and isinstance(users[0], AddLayer) and users[0].constant is not None:
+            bias_add = walker.visit(users[0])
+            x = bias_add.output
+    if walker.resolve(graph.output_name) != x:
+        users = walker.users(x)
+        node = users[0].node if users else walker.producer(graph.output_name)
+        raise walker.fail(node, f"the graph output '{graph.output_name}' should be the classifier's logits '{x}'")
+    if walker.users(x):
+        raise walker.fail(walker.users(x)[0].node, "reads the logits; the graph should end at the classifier")
+
+    unvisited = [n for n in graph.nodes if n.index not in walker.visited and n not in walker.pass_nodes]
+    if unvisited:
+        raise walker.fail(unvisited[0], "lies off the ResNet's path from the input to the logits")
+    return Recognised(
+        input_bn=input_bn,
+        stem_conv=stem_conv,
+        stem_bn=stem_bn,
+        stem_pool=stem_pool,
+        stem_pool_node=pool_node,
+        blocks=blocks,
+        final_bn=final_bn,
+        head_pool=head_pool,
+        head_nodes=head_nodes,
+        linear=linear,
+        bias_add=bias_add,
+        visited=set(walker.visited),
+    )

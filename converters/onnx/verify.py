@@ -1,0 +1,54 @@
+"""The numeric check every ONNX conversion ends with: onnxruntime on the file vs the port.
+
+onnxruntime is the referee because the ONNX file, not the framework that wrote it, is the source:
+the port must compute what any ONNX runtime computes on that file.  The converter itself needs
+only `onnx`; without onnxruntime the check is reported as skipped, never as passed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.common import Conversion, compare_logits, run_converted
+
+DEFAULT_TOLERANCE = 1e-4  # max |diff| relative to the largest reference logit
+DEFAULT_SIZE = 224
+
+
+def probe_input(shape: tuple[int | str, ...], samples: int = 2, seed: int = 0) -> np.ndarray:
+    """A seeded input of the graph's own shape (symbolic dimensions: ``samples`` x 224 x 224)."""
+    batch, channels, height, width = (d if isinstance(d, int) and d > 0 else None for d in shape)
+    size = (batch or samples, channels or 3, height or DEFAULT_SIZE, width or DEFAULT_SIZE)
+    return np.random.default_rng(seed).standard_normal(size, dtype=np.float32)
+
+
+def onnxruntime_logits(path: str | Path, input_name: str, x: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # old exporters list initializers as inputs; ORT warns once per tensor
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {input_name: x})[0]
+
+
+def verify_with_onnxruntime(conversion: Conversion, path: str | Path, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> dict[str, Any]:
+    """Compare the port with onnxruntime on a seeded input; the figures go into the metadata."""
+    details = conversion.metadata.source.details
+    try:
+        import onnxruntime
+    except ImportError:
+        return {"referee": "onnxruntime", "skipped": "onnxruntime is not installed (pip install onnxruntime)"}
+    x = probe_input(tuple(details["input_shape"]), seed=seed)
+    reference = onnxruntime_logits(path, details["input"], x)
+    figures = compare_logits(reference, run_converted(conversion, x))
+    passed = figures["max_rel_diff"] <= tolerance and figures["top1_agreement"] == 1.0
+    return {
+        "referee": f"onnxruntime {onnxruntime.__version__}",
+        "input": f"standard normal, seed {seed}, shape {list(x.shape)}",
+        "tolerance_rel": tolerance,
+        **figures,
+        "passed": bool(passed),
+    }
