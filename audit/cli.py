@@ -1,0 +1,91 @@
+"""`audit A B`: are two files the same network, and if not, which porting bug makes them differ?"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from audit.diagnose import DEFAULT_RTOL, audit
+from audit.inputs import load_images, seeded_images
+from audit.report import format_result
+from audit.sources import SideOptions, load_side
+from resnet_port.cli import run_cli, write_json
+from resnet_port.errors import InputError
+
+DESCRIPTION = """\
+Compare two files that claim to be the same network (a Caffe caffemodel and a PyTorch port, a
+Gluon .params and its ONNX export, a timm and an mmcls checkpoint).  Each is loaded through the
+toolkit's converters onto the reference ResNet; then the specs are compared field by field, every
+tensor (shape, max abs / relative difference, cosine; BatchNorm statistics apart from the affine
+parameters; eps per layer), and the logits on the same images, each side with its own
+preprocessing.  Known porting bugs are tested as hypotheses: a cause is named only when undoing
+it brings the outputs together.
+
+Cause keys: channel_order, bn_scale_factor, bn_eps, fix_gamma, stride_placement, pool_rounding,
+input_scale, mean_image, class_order, transposed_fc, missing_bias.
+"""
+EPILOG = "exit codes: 0 identical or equivalent, 1 different, 2 unusable input"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audit", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("a", type=Path, help="side A: the reference (.caffemodel[.h5], .params, .onnx, .pth, .safetensors)")
+    parser.add_argument("b", type=Path, help="side B: the file audited against A")
+    for side in ("a", "b"):
+        group = parser.add_argument_group(f"side {side.upper()} options")
+        group.add_argument(f"--arch-{side}", metavar="NAME", help="architecture of a plain state_dict or .params")
+        group.add_argument(f"--preset-{side}", metavar="FAMILY", help="preprocessing preset of a plain state_dict")
+        group.add_argument(f"--prototxt-{side}", type=Path, metavar="FILE", help="deploy prototxt of a Caffe file")
+        group.add_argument(f"--mean-{side}", type=Path, metavar="FILE", help="mean .binaryproto of a Caffe file")
+        group.add_argument(f"--symbol-{side}", type=Path, metavar="FILE", help="symbol JSON of an MXNet .params")
+    parser.add_argument("--images", type=Path, metavar="DIR", help="compare on these images too (instead of seeded ones)")
+    parser.add_argument("-n", "--num-inputs", type=int, default=4, help="seeded inputs, or images read from --images (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    parser.add_argument(
+        "--rtol", type=float, default=DEFAULT_RTOL,
+        help=f"'equivalent' when max |logit diff| <= RTOL * max |logit| (default {DEFAULT_RTOL:g})",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the full result as JSON ('-' for stdout)")
+    parser.add_argument("--all-tensors", action="store_true", help="list every differing tensor, not the worst few")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the verdict line")
+    return parser
+
+
+def _options(args: argparse.Namespace, side: str) -> SideOptions:
+    return SideOptions(
+        arch=getattr(args, f"arch_{side}"),
+        preset=getattr(args, f"preset_{side}"),
+        prototxt=getattr(args, f"prototxt_{side}"),
+        mean=getattr(args, f"mean_{side}"),
+        symbol=getattr(args, f"symbol_{side}"),
+    )
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num_inputs < 1:
+        raise InputError(f"--num-inputs must be at least 1, got {args.num_inputs}")
+    if not args.rtol > 0:
+        raise InputError(f"--rtol must be positive, got {args.rtol}")
+    a = load_side("A", args.a, _options(args, "a"))
+    b = load_side("B", args.b, _options(args, "b"))
+    if args.images:
+        images = load_images(args.images, args.num_inputs)
+        source = f"images from {args.images}"
+    else:
+        size = max(a.preprocessing.resize, b.preprocessing.resize, a.preprocessing.crop, b.preprocessing.crop)
+        images = seeded_images(args.num_inputs, size, args.seed)
+        source = f"seeded inputs, seed {args.seed}"
+    result = audit(a, b, images, rtol=args.rtol, progress=not args.quiet)
+    result.inputs = {"source": source, "count": len(images)}
+    if args.json:
+        write_json(args.json, result.to_dict())
+    if args.json != "-":
+        if args.quiet:
+            print(format_result(result).splitlines()[-1])
+        else:
+            print(format_result(result, all_tensors=args.all_tensors))
+    return result.exit_code
