@@ -7,6 +7,7 @@ paired by order or by substring.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Mapping
@@ -77,10 +78,24 @@ def _mmcls_avg_down(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _shapes_of(arch: str, num_classes: int) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = ResNet(get_spec(arch, num_classes))
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+def _blocks_per_stage(keys) -> tuple[int, ...]:
+    """(blocks in layer1, layer2, ...) as the names say; a cheap filter before building candidates."""
+    seen: dict[int, set[int]] = {}
+    for key in keys:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            seen.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    return tuple(len(seen[s]) for s in sorted(seen))
 
 
 def fitting_archs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -89,8 +104,13 @@ def fitting_archs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     if fc is None or fc.ndim != 2:
         return []
     num_classes = int(fc.shape[0])
+    layers = _blocks_per_stage(state_dict)
     have = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-    return [name for name in list_archs() if _shapes_of(name, num_classes) == have]
+    return [
+        name
+        for name in list_archs()
+        if arch_info(name).spec.layers == layers and _shapes_of(name, num_classes) == have
+    ]
 
 
 # Plain PyTorch checkpoints come from these families; prefer them when a layout also fits a port

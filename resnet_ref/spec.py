@@ -135,7 +135,7 @@ class ResNetSpec:
         if self.stem == "deep" and self.stem_width % 2:
             raise SpecError(f"ResNetSpec.stem_width must be even for the deep stem, got {self.stem_width}")
         if not self.bn_eps > 0 or any(not eps > 0 for _, eps in self.bn_eps_overrides):
-            raise SpecError("ResNetSpec BatchNorm eps values must be positive")
+            raise SpecError(f"ResNetSpec.bn_eps and bn_eps_overrides must be positive, got {self.bn_eps} and {self.bn_eps_overrides}")
         if self.shortcut == "avgpool_conv" and self.residual == "v2":
             raise SpecError("ResNetSpec.shortcut='avgpool_conv' is only defined for residual='v1'")
 

@@ -1,0 +1,77 @@
+"""Plain torchvision / mmcls state dicts, made by independent builders, load into the reference
+model (named or inferred architecture) and give the builders' own outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from checkpoints import load_model
+from checkpoints.plain import fitting_archs, normalise_names
+from resnet_port.errors import CheckpointError
+from tests.core.independent_builders import (
+    mmcls_v1d_forward,
+    mmcls_v1d_state_dict,
+    torchvision_forward,
+    torchvision_state_dict,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("depth,arch", [(18, "resnet18"), (50, "resnet50")])
+def test_torchvision_state_dict_loads_as_is_and_matches(tmp_path, depth, arch):
+    sd = torchvision_state_dict(depth, num_classes=10, seed=depth)
+    path = tmp_path / "tv.pth"
+    torch.save(sd, path)
+    model, meta = load_model(path)  # architecture inferred from names and shapes
+    assert meta.arch == arch and meta.spec.num_classes == 10
+    assert meta.source.details["arch_inferred"] is True
+    assert meta.preprocessing.channel_order == "RGB" and meta.preprocessing.pixel_max == 1.0
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchvision_forward(sd, depth, x), rtol=1e-4, atol=1e-4)
+    # the keys really are torchvision's, no renaming needed
+    assert set(model.state_dict()) == set(sd)
+
+
+def test_wrapped_and_prefixed_state_dicts(tmp_path):
+    sd = torchvision_state_dict(18, seed=3)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    model, meta = load_model(path, arch="resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchvision_forward(sd, 18, x), rtol=1e-4, atol=1e-4)
+
+
+def test_mmcls_v1d_checkpoint_is_renamed_and_matches(tmp_path):
+    sd = mmcls_v1d_state_dict(50, num_classes=7, seed=5)
+    path = tmp_path / "mmcls.pth"
+    torch.save({"meta": {"mmcls_version": "0.25"}, "state_dict": sd}, path)
+    model, meta = load_model(path)
+    assert meta.arch == "resnet50_v1d" and meta.source.framework == "mmcls"
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), mmcls_v1d_forward(sd, 50, x), rtol=1e-4, atol=1e-4)
+
+
+def test_ambiguous_and_unknown_layouts_say_which_archs_fit(tmp_path):
+    # torchvision resnet101 and Caffe ResNet-101 share every name and shape: a plain file is taken
+    # as torchvision's (plain PyTorch files come from there), but both are listed as fitting.
+    sd = torchvision_state_dict(101, seed=0)
+    renamed, _ = normalise_names(sd)
+    assert set(fitting_archs(renamed)) == {"resnet101", "caffe_resnet101"}
+    path = tmp_path / "r101.pth"
+    torch.save(sd, path)
+    _, meta = load_model(path)
+    assert meta.arch == "resnet101"
+    # A layout that fits nothing is refused with the file named.
+    broken = dict(sd)
+    broken["layer9.0.conv1.weight"] = torch.zeros(1)
+    bad = tmp_path / "bad.pth"
+    torch.save(broken, bad)
+    with pytest.raises(CheckpointError, match="bad.pth.*no registered architecture"):
+        load_model(bad)
+    with pytest.raises(CheckpointError, match="unexpected: layer9.0.conv1.weight"):
+        load_model(bad, arch="resnet101")
