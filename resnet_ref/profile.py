@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from resnet_ref.model import FixedAvgPool2d
+
 
 def count_params(model: nn.Module) -> int:
     """Parameters, as model cards count them (buffers such as BN statistics excluded)."""
@@ -34,7 +36,7 @@ def count_flops(model: nn.Module, input_size: int | tuple[int, int] = 224, in_ch
             total += x.numel() * (2 if module.affine else 1)
         elif isinstance(module, nn.ReLU):
             total += output.numel()
-        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)) or type(module).__name__ == "FixedAvgPool2d":
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, FixedAvgPool2d)):
             total += x.numel()
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
