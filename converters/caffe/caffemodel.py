@@ -1,0 +1,138 @@
+"""Reading ``.caffemodel`` files (a binary ``caffe.NetParameter`` holding the layers and their blobs).
+
+The file is memory-mapped and walked by hand down to the blobs (see wire.py), so every weight is a
+read-only NumPy view of the mapped bytes: no second copy of a 230 MB file.  Everything else of each
+layer (name, type, bottoms, tops, parameters) is parsed by protobuf from the schema in schema.py.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from converters.caffe.blobs import parse_blob
+from converters.caffe.errors import CaffeFormatError
+from converters.caffe.schema import (
+    LAYER_BLOBS_FIELD,
+    NET_LAYER_FIELD,
+    NET_V1_LAYERS_FIELD,
+    V1_LAYER_BLOBS_FIELD,
+    message_class,
+)
+from converters.caffe.upgrade import upgrade_v1_layer
+from converters.caffe.wire import LEN, iter_fields
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass
+class CaffeModel:
+    """A Caffe net and its weights: ``net`` (current format, blobs left out) and ``blobs`` by layer name.
+
+    ``net`` is None for an HDF5 snapshot, which holds only blobs.  Arrays keep Caffe's blob order
+    (Convolution: weight, bias; BatchNorm: mean*s, var*s, s; Scale: gamma, beta; ...).
+    """
+
+    path: Path
+    net: Any | None
+    blobs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.net.layer] if self.net is not None else list(self.blobs)
+
+
+def _split_fields(buf: memoryview, start: int, end: int, keep: int, where: str) -> tuple[bytes, list[tuple[int, int]]]:
+    """The bytes of every field except number ``keep``, and the payload ranges of ``keep``."""
+    rest: list[bytes] = []
+    kept: list[tuple[int, int]] = []
+    for number, wire, a, b, field_start in iter_fields(buf, start, end, where):
+        if number == keep and wire == LEN:
+            kept.append((a, b))
+        else:
+            rest.append(bytes(buf[field_start:b]))
+    return b"".join(rest), kept
+
+
+def parse_caffemodel_bytes(buf: memoryview, where: str) -> CaffeModel:
+    """Parse the bytes of a binary NetParameter; blobs view ``buf``."""
+    LayerParameter = message_class("LayerParameter")
+    V1LayerParameter = message_class("V1LayerParameter")
+    net = message_class("NetParameter")()
+    header: list[bytes] = []
+    blobs: dict[str, list[np.ndarray]] = {}
+    layers: list[tuple[Any, list[tuple[int, int]]]] = []
+    v1_seen = False
+    for number, wire, a, b, field_start in iter_fields(buf, 0, len(buf), where):
+        if number in (NET_LAYER_FIELD, NET_V1_LAYERS_FIELD) and wire == LEN:
+            v1 = number == NET_V1_LAYERS_FIELD
+            v1_seen |= v1
+            label = f"{where}: layer #{len(layers)}"
+            rest, blob_ranges = _split_fields(buf, a, b, V1_LAYER_BLOBS_FIELD if v1 else LAYER_BLOBS_FIELD, label)
+            message = (V1LayerParameter if v1 else LayerParameter)()
+            try:
+                message.ParseFromString(rest)
+            except DecodeError as exc:
+                raise CaffeFormatError(f"{label}: not a Caffe layer: {exc}") from exc
+            if v1:
+                upgraded = LayerParameter()
+                upgrade_v1_layer(message, upgraded, where)
+                message = upgraded
+            layers.append((message, blob_ranges))
+        else:
+            header.append(bytes(buf[field_start:b]))
+    try:
+        net.ParseFromString(b"".join(header))
+    except DecodeError as exc:
+        raise CaffeFormatError(f"{where}: not a Caffe NetParameter: {exc}") from exc
+    if not layers:
+        raise CaffeFormatError(f"{where}: not a caffemodel: it holds no Caffe layers")
+    if v1_seen and net.input:
+        from converters.caffe.upgrade import upgrade_net
+
+        net = upgrade_net(net, where)
+    for message, blob_ranges in layers:
+        if not message.name:
+            raise CaffeFormatError(f"{where}: a layer of type {message.type!r} has no name")
+        if message.name in blobs:
+            raise CaffeFormatError(f"{where}: two layers are named {message.name!r}")
+        blobs[message.name] = [
+            parse_blob(buf, a, b, f"{where}: layer {message.name!r} blob {i}") for i, (a, b) in enumerate(blob_ranges)
+        ]
+        net.layer.append(message)
+    if net.input:
+        from converters.caffe.upgrade import upgrade_net
+
+        net = upgrade_net(net, where)
+    return CaffeModel(Path(where), net, blobs)
+
+
+def read_caffemodel(path: str | Path) -> CaffeModel:
+    """Read a ``.caffemodel`` (or, recognised by its signature, a ``.caffemodel.h5``).
+
+    Raises `CaffeFormatError` naming the file for a missing, empty, truncated or non-Caffe file.
+    """
+    path = Path(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise CaffeFormatError(f"{path}: cannot read the caffemodel: {exc.strerror or exc}") from exc
+    with handle:
+        head = handle.read(8)
+        if head == HDF5_MAGIC:
+            from converters.caffe.h5 import read_caffemodel_h5
+
+            return read_caffemodel_h5(path)
+        if not head:
+            raise CaffeFormatError(f"{path}: the caffemodel is empty")
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    model = parse_caffemodel_bytes(memoryview(mapped), str(path))
+    model.path = path
+    return model
+
+
+__all__ = ["CaffeModel", "parse_caffemodel_bytes", "read_caffemodel"]
