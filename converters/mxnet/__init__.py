@@ -1,0 +1,9 @@
+"""convert-mxnet: Gluon model-zoo ResNets (``save_parameters`` and ``export`` files) and the classic
+MXNet symbolic ResNets (``resnet-N-symbol.json`` + ``resnet-N-0000.params``) onto the reference
+ResNet.  Reading needs numpy only: MXNet's NDArray format is parsed here (`read_ndarray_file`).
+"""
+
+from converters.mxnet.convert import convert_mxnet
+from converters.mxnet.ndarray import read_ndarray_file, write_ndarray_file
+
+__all__ = ["convert_mxnet", "read_ndarray_file", "write_ndarray_file"]
