@@ -40,7 +40,7 @@ class _Targets:
         self.zero_biases: list[tuple[str, str, int]] = []  # (target conv, role, channels): zeros if the role is biased
 
     def put(self, target: str, array: np.ndarray, source: str) -> None:
-        self.state[target] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        self.state[target] = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
         self.report.map(target, source)
 
     def conv(self, target: str, conv: ConvLayer, role: str) -> None:

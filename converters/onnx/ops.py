@@ -173,7 +173,7 @@ def _pads(node: Node, graph: OnnxGraph) -> tuple[int, int, int, int]:
             "layers cannot reproduce; expected explicit pads"
         )
     pads = node.attrs.get("pads", [0, 0, 0, 0])
-    if len(pads) != 4:
+    if not isinstance(pads, list) or len(pads) != 4:
         raise ConversionError(f"{graph.where(node)}: pads={pads}, expected 4 values (2-D)")
     return int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])
 
