@@ -105,3 +105,7 @@ def recalibrate_bn_main(argv: list[str] | None = None) -> int:
     from finetune.recalibrate_cli import main
 
     return main(argv)
+
+
+convert_solver_main.__doc__ = "convert-solver: " + build_solver_parser().description.split(". ")[0] + "."
+recalibrate_bn_main.__doc__ = "recalibrate-bn: BN statistics as exact averages over training images."
