@@ -25,7 +25,7 @@ from converters.caffe.schema import (
     message_class,
 )
 from converters.caffe.upgrade import upgrade_v1_layer
-from converters.caffe.wire import LEN, iter_fields
+from converters.caffe.wire import LEN, Truncated, iter_fields
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -58,8 +58,32 @@ def _split_fields(buf: memoryview, start: int, end: int, keep: int, where: str) 
     return b"".join(rest), kept
 
 
+def _partial_name(buf: memoryview, start: int) -> str | None:
+    """The name of a layer whose bytes are cut short, if its name field survived (field 1 or V1's 4)."""
+    try:
+        for number, wire, a, b, _ in iter_fields(buf, start, len(buf), "partial layer"):
+            if number in (1, 4) and wire == LEN:
+                return bytes(buf[a:b]).decode("utf-8", "replace")
+    except CaffeFormatError:
+        return None
+    return None
+
+
 def parse_caffemodel_bytes(buf: memoryview, where: str) -> CaffeModel:
     """Parse the bytes of a binary NetParameter; blobs view ``buf``."""
+    try:
+        return _parse(buf, where)
+    except Truncated as exc:
+        if exc.where != where or exc.number not in (NET_LAYER_FIELD, NET_V1_LAYERS_FIELD):
+            raise
+        name = _partial_name(buf, exc.payload_start)
+        layer = f"layer {name!r}" if name else "a layer"
+        raise CaffeFormatError(
+            f"{where}: truncated: {layer} needs {exc.needed} bytes, only {exc.remaining} remain (the file is cut short)"
+        ) from exc
+
+
+def _parse(buf: memoryview, where: str) -> CaffeModel:
     LayerParameter = message_class("LayerParameter")
     V1LayerParameter = message_class("V1LayerParameter")
     net = message_class("NetParameter")()
@@ -129,8 +153,15 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
             return read_caffemodel_h5(path)
         if not head:
             raise CaffeFormatError(f"{path}: the caffemodel is empty")
+        if head.lstrip()[:5] in (b"name:", b"layer", b"input") or head[:1] == b"#":
+            raise CaffeFormatError(f"{path}: is a text prototxt, not a binary caffemodel; give it with --prototxt")
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    model = parse_caffemodel_bytes(memoryview(mapped), str(path))
+    try:
+        model = parse_caffemodel_bytes(memoryview(mapped), str(path))
+    except CaffeFormatError as exc:
+        if "not a protobuf message" in str(exc):
+            raise CaffeFormatError(f"{exc}; not a Caffe .caffemodel (binary NetParameter)") from exc
+        raise
     model.path = path
     return model
 

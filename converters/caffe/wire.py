@@ -15,6 +15,15 @@ from converters.caffe.errors import CaffeFormatError
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
 
 
+class Truncated(CaffeFormatError):
+    """A length-delimited field runs past the end of its message (a file cut short)."""
+
+    def __init__(self, where: str, message: str, number: int, payload_start: int, needed: int, remaining: int) -> None:
+        super().__init__(message)
+        self.where, self.number, self.payload_start = where, number, payload_start
+        self.needed, self.remaining = needed, remaining
+
+
 def read_varint(buf: memoryview, pos: int, end: int, where: str) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -49,9 +58,11 @@ def iter_fields(buf: memoryview, start: int, end: int, where: str) -> Iterator[t
         elif wire == LEN:
             length, pos = read_varint(buf, pos, end, where)
             if pos + length > end:
-                raise CaffeFormatError(
+                raise Truncated(
+                    where,
                     f"{where}: truncated: field {number} at byte {field_start} needs {length} bytes, "
-                    f"{end - pos} remain"
+                    f"{end - pos} remain",
+                    number, pos, length, end - pos,
                 )
             yield number, wire, pos, pos + length, field_start
             pos += length
@@ -84,4 +95,4 @@ def encode_len_field(number: int, payload: bytes | memoryview) -> list[bytes | m
     return [encode_varint(number << 3 | LEN) + encode_varint(len(payload)), payload]
 
 
-__all__ = ["FIXED32", "FIXED64", "LEN", "VARINT", "encode_len_field", "encode_varint", "iter_fields", "read_varint"]
+__all__ = ["FIXED32", "FIXED64", "LEN", "VARINT", "Truncated", "encode_len_field", "encode_varint", "iter_fields", "read_varint"]

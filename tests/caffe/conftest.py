@@ -39,3 +39,20 @@ def caffe_ref() -> Path:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A small Caffe ResNet (prototxt, caffemodel, h5) in the release's naming, with seeded weights."""
+    from converters.caffe import parse_prototxt, write_caffemodel, write_caffemodel_h5
+    from tests.caffe.netgen import resnet_prototxt, weights_for
+
+    folder = tmp_path_factory.mktemp("tiny")
+    text = resnet_prototxt()
+    net = parse_prototxt(text)
+    blobs = weights_for(net, seed=1)
+    (folder / "deploy.prototxt").write_text(text)
+    write_caffemodel(folder / "tiny.caffemodel", net, blobs)
+    write_caffemodel_h5(folder / "tiny.caffemodel.h5", blobs)
+    return {"folder": folder, "text": text, "net": net, "blobs": blobs,
+            "prototxt": folder / "deploy.prototxt", "model": folder / "tiny.caffemodel", "h5": folder / "tiny.caffemodel.h5"}
