@@ -187,6 +187,9 @@ def _match_body(walker: _Walker, chain: list[Layer], bodies: dict, stop: Layer |
     """The block kind whose pattern ``chain`` follows, or an error naming the first layer off it."""
     for kind, pattern in bodies.items():
         if len(chain) == len(pattern) and all(isinstance(l, k) for l, k in zip(chain, pattern)):
+            if add is None:
+                node = stop.node if stop is not None else chain[-1].node
+                raise walker.fail(node, "expected the residual Add, the one reader of the block body's output")
             return kind
     longest = max(bodies.values(), key=len)
     for layer, kind in zip(chain, longest):
@@ -322,9 +325,8 @@ def recognise(graph: OnnxGraph) -> Recognised:
     stem_relu = walker.only_user(stem_bn.output, ReluLayer, "the stem ReLU")
     x = stem_relu.output
     stem_pool, pool_node = "none", None
-    users = walker.users(x)
-    if len(users) == 1 and isinstance(users[0], MaxPoolLayer):
-        pool = walker.visit(users[0])
+    if any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
+        pool = walker.only_user(x, MaxPoolLayer, "the stem max pool")
         pool_node = pool.node
         if pool.kernel == (3, 3) and pool.stride == (2, 2) and pool.pads == (1, 1, 1, 1) and not pool.ceil_mode:
             stem_pool = "max"

@@ -1,0 +1,196 @@
+"""What convert-onnx refuses: graphs that are not ResNets, and files that are not ONNX.
+
+Each refusal is one line naming the file and the first node that does not fit; the CLI exits 2 and
+leaves no output file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from converters.onnx import convert_onnx
+from converters.onnx.cli import main
+from converters.onnx.graph import Node, read_graph
+from converters.onnx.ops import onnx_op, parse_node
+from resnet_port.errors import ConversionError
+
+
+def refuse(path, tmp_path, capsys, *fragments: str) -> str:
+    """Run the CLI on ``path``: exit 2, one line on stderr containing ``fragments``, no output file."""
+    out = tmp_path / "out.pth"
+    assert main([str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]  # no temp file left either
+    return err
+
+
+def vgg_like(path) -> None:
+    """conv-ReLU-conv-ReLU-pool-Gemm: a classifier, not a ResNet (no BN, no residual)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["data", "w1"], ["c1"], name="conv_a", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu_a"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv_b", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu_b"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "vgg", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
+    )
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+
+
+def test_a_plain_cnn_is_refused_at_its_first_misfit(tmp_path, capsys):
+    path = tmp_path / "vgg.onnx"
+    vgg_like(path)
+    err = refuse(path, tmp_path, capsys, "node #1 Relu 'relu_a'", "stem BatchNorm")
+    assert "conv_b" not in err
+
+
+def _first(nodes, op):
+    return next(n for n in nodes if n.op_type == op)
+
+
+def test_an_unknown_op_inside_a_block_is_named(build, tmp_path, capsys):
+    def insert_sigmoid(nodes, inits):
+        relu = [n for n in nodes if n.op_type == "Relu"][2]  # inside the first block
+        index = nodes.index(relu)
+        out = relu.output[0]
+        relu.output[0] = out + "_pre"
+        nodes.insert(index + 1, helper.make_node("Sigmoid", [out + "_pre"], [out], name="gate0"))
+
+    net = build(depth=18, mutate=insert_sigmoid)
+    refuse(net.path, tmp_path, capsys, "Sigmoid 'gate0'", "op type 'Sigmoid'")
+
+
+def test_a_block_without_its_residual_sum_is_refused(build, tmp_path, capsys):
+    def drop_residual(nodes, inits):
+        add = _first(nodes, "Add")
+        add.input[0] = add.input[1]  # body + body: the block input is no longer added
+
+    net = build(depth=18, mutate=drop_residual)
+    refuse(net.path, tmp_path, capsys, "Add 'plus", "residual Add")
+
+
+def test_a_softmax_after_the_logits_is_refused(build, tmp_path, capsys):
+    def add_softmax(nodes, inits):
+        nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["prob"], name="prob", axis=1))
+
+    net = build(depth=18, residual="v2", mutate=add_softmax)
+    refuse(net.path, tmp_path, capsys, "Softmax 'prob'")
+
+
+def test_a_grouped_conv_is_refused(build, tmp_path, capsys):
+    """ResNeXt's grouped 3x3 is not a ResNet conv: the conv is named by its output (MXNet leaves it unnamed)."""
+
+    def group_the_3x3(nodes, inits):
+        convs = [n for n in nodes if n.op_type == "Conv"]
+        conv = convs[2]  # layer1.0.conv2 of a bottleneck net (stem, conv1, conv2, ...)
+        weights = {t.name: t for t in inits}
+        w = numpy_helper.to_array(weights[conv.input[1]])
+        weights[conv.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w[:, : w.shape[1] // 2]), conv.input[1]))
+        for attribute in conv.attribute:
+            if attribute.name == "group":
+                attribute.i = 2
+
+    net = build(depth=50, residual="v1", mutate=group_the_3x3, run=False)
+    refuse(net.path, tmp_path, capsys, "(unnamed, output 'conv", "group 2")
+
+
+def test_a_side_branch_is_named(build, tmp_path, capsys):
+    def side_branch(nodes, inits):
+        stem_relu = _first(nodes, "Relu")
+        nodes.append(helper.make_node("Relu", [stem_relu.output[0]], ["side"], name="side_relu"))
+
+    net = build(depth=18, mutate=side_branch)
+    refuse(net.path, tmp_path, capsys, "Relu 'side_relu'")
+
+
+def test_a_misplaced_stride_is_refused(build, tmp_path, capsys):
+    def stride_stage1(nodes, inits):
+        conv = [n for n in nodes if n.op_type == "Conv"][1]  # layer1.0.conv1
+        for attribute in conv.attribute:
+            if attribute.name == "strides":
+                attribute.ints[:] = [2, 2]
+
+    net = build(depth=18, mutate=stride_stage1, run=False)
+    refuse(net.path, tmp_path, capsys, "stride 2")
+
+
+def test_per_activation_batch_norm_is_refused(build, tmp_path, capsys):
+    """Opset 7's spatial=0 (the first ONNX zoo v1 exports) is not a per-channel BN."""
+
+    def spatial0(nodes, inits):
+        _first(nodes, "BatchNormalization").attribute.append(helper.make_attribute("spatial", 0))
+
+    net_path = build(depth=18, opset=7, mutate=spatial0, run=False).path
+    refuse(net_path, tmp_path, capsys, "spatial=0")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.3, 0.7, 0.999])
+def test_truncated_files_are_refused(build, tmp_path, capsys, fraction):
+    net = build(depth=18)
+    data = net.path.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    refuse(cut, tmp_path, capsys)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not an onnx model\n", bytes(range(256)) * 4, b"\x08\x07\x12\x04junk" + b"\xff" * 64, b"PK\x03\x04" + b"\x00" * 100],
+)
+def test_garbage_files_are_refused(tmp_path, capsys, content):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(content)
+    refuse(path, tmp_path, capsys)
+
+
+def test_missing_file_and_directory(tmp_path, capsys):
+    refuse(tmp_path / "absent.onnx", tmp_path, capsys, "no such file")
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    refuse(folder, tmp_path, capsys)
+
+
+def test_two_inputs_are_refused(build, tmp_path, capsys):
+    net = build(depth=18)
+    import onnx
+
+    model = onnx.load(str(net.path))
+    model.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1]))
+    path = tmp_path / "two_inputs.onnx"
+    onnx.save(model, str(path))
+    refuse(path, tmp_path, capsys, "one image input", "extra")
+
+
+def test_registry_refuses_duplicates_and_unknown_types(build):
+    with pytest.raises(RuntimeError, match="registered twice"):
+        onnx_op("Conv")(lambda node, graph: None)
+    graph = read_graph(build(depth=18).path)
+    odd = Node(99, "lstm0", "LSTM", "", ("data",), ("y",))
+    with pytest.raises(ConversionError, match=r"node #99 LSTM 'lstm0'.*op type 'LSTM'"):
+        parse_node(odd, graph)
+
+
+def test_library_entry_raises_conversion_error(tmp_path):
+    path = tmp_path / "vgg.onnx"
+    vgg_like(path)
+    with pytest.raises(ConversionError, match="relu_a"):
+        convert_onnx(path)
