@@ -1,0 +1,93 @@
+"""The `audit` command: unusable input exits 2 with one line naming the file, no output is left
+half-written, and the readable table carries the verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit.cli import main
+from tests.audit.pairs import caffe_prep, random_state_dict, save, small_spec
+
+
+@pytest.fixture
+def good(tmp_path):
+    spec = small_spec("caffe_resnet50")
+    return save(tmp_path / "good.pth", spec, random_state_dict(spec, 1), caffe_prep())
+
+
+def _one_line_error(capsys, *expected: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in err, err
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("missing.pth", None, "no such file"),
+        ("garbage.pth", b"PK\x03\x04" + b"not a zip archive" * 4, "corrupted or truncated"),
+        ("empty.safetensors", b"", "too short"),
+        ("notes.txt", b"hello world, not a network", "cannot tell what kind of file"),
+    ],
+)
+def test_unusable_input_exits_2(tmp_path, capsys, good, name, content, expected):
+    bad = tmp_path / name
+    if content is not None:
+        bad.write_bytes(content)
+    out = tmp_path / "report.json"
+    assert main([str(good), str(bad), "--json", str(out)]) == 2
+    _one_line_error(capsys, str(bad), expected)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".report.json.*"))  # no temporary file left behind
+
+
+def test_bad_options_exit_2(tmp_path, capsys, good):
+    assert main([str(good), str(good), "--num-inputs", "0"]) == 2
+    _one_line_error(capsys, "--num-inputs")
+    assert main([str(good), str(good), "--images", str(tmp_path / "nowhere")]) == 2
+    _one_line_error(capsys, "nowhere")
+
+
+def test_table_and_json(tmp_path, capsys, good):
+    out = tmp_path / "r.json"
+    assert main([str(good), str(good), "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.strip().splitlines()[-1].startswith("verdict  identical")
+    report = json.loads(out.read_text())
+    assert {"verdict", "causes", "max_abs_logit_diff", "top1_agreement", "tensors"} <= set(report)
+    assert report["max_abs_logit_diff"] == 0.0 and report["top1_agreement"] == 1.0
+    assert all(row["status"] == "equal" for row in report["tensors"])
+
+
+def test_json_to_stdout(capsys, good):
+    assert main([str(good), str(good), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "identical"
+
+
+def test_real_images_folder(tmp_path, capsys, good):
+    from PIL import Image
+    import numpy as np
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "r.json"
+    assert main([str(good), str(good), "--images", str(folder), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["inputs"]["count"] == 2 and report["outputs"]["samples"] == 2
+
+
+def test_help_lists_every_cause(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    from audit import CAUSE_KEYS
+
+    assert all(key in text for key in CAUSE_KEYS)
