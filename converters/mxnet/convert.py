@@ -200,7 +200,12 @@ def _check_shapes(path: Path, spec: ResNetSpec, state_dict: dict[str, torch.Tens
 
 
 # -- symbol + arg:/aux: params ------------------------------------------------------------------------
-def _symbol_spec(found: Recognised, sd: dict[str, np.ndarray], eps: dict[str, float], input_bn: str, path: Path) -> ResNetSpec:
+def _symbol_spec(
+    found: Recognised, sd: dict[str, np.ndarray], eps: dict[str, float], input_bn: str, projection: str, path: Path
+) -> ResNetSpec:
+    """The spec of the recognised graph.  ``projection`` is "either" when every stage's first unit
+    projects (a bottleneck net always must): "first_of_stage" and "when_needed" then build the same
+    network, and the caller tries both to find the registered name."""
     units, layers = found.units, found.layers
     block = units[0].block
     first_units, index = [], 0
@@ -227,7 +232,12 @@ def _symbol_spec(found: Recognised, sd: dict[str, np.ndarray], eps: dict[str, fl
     # A projection on a stage's first unit even where an identity would fit: MXNet's classic layout.
     stem_width = sd["conv1.weight"].shape[0]
     out1 = widths[0] * (4 if block == "bottleneck" else 1)
-    projection = "first_of_stage" if first.shortcut and first.stride == 1 and stem_width == out1 else "when_needed"
+    if first.shortcut and first.stride == 1 and stem_width == out1:
+        projection = "first_of_stage"
+    elif projection == "either":
+        projection = "first_of_stage"
+    else:
+        projection = "when_needed"
     conv_bias = set()
     for key in sd:
         if key == "conv1.bias":
@@ -286,7 +296,11 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
                 "gamma); the reference has input BNs with gamma fixed at 1 only"
             )
         input_bn_choices = _input_bn_kind(sd_np["data_bn.bias"])
-    spec = _pick_spec([_symbol_spec(found, sd_np, ctx.bn_eps, c, symbol_path) for c in input_bn_choices], arch)
+    stage_starts = [sum(found.layers[:i]) for i in range(len(found.layers))]
+    all_project = all(found.units[i].shortcut for i in stage_starts)
+    projections = ["when_needed", "either"] if all_project else ["when_needed"]
+    candidates = [_symbol_spec(found, sd_np, ctx.bn_eps, c, p, symbol_path) for c in input_bn_choices for p in projections]
+    spec = _pick_spec(candidates, arch)
     if spec.input_bn == "affine_free":
         for key in ("data_bn.weight", "data_bn.bias"):
             sd_np.pop(key)

@@ -27,6 +27,9 @@ SETUP_SCRIPT = PEERS_DIR / "setup_peer_env.sh"
 FIXTURE_SCRIPT = PEERS_DIR / "make_fixtures.py"
 CACHE_ROOT = REPO_ROOT / "tests" / "fixtures" / "cache" / "mxnet"
 GENERATION_TIMEOUT_S = 1800
+# The models make_fixtures.py writes (kept in step with it: cache_problem checks the manifest has them).
+GLUON_MODELS = tuple(f"gluon_resnet{d}_v{v}" for v in (1, 2) for d in (18, 34, 50, 101, 152))
+SYMBOLIC_MODELS = tuple(f"symbolic_resnet{d}" for d in (18, 34, 50, 101, 152))
 
 
 def script_digest() -> str:
@@ -45,6 +48,9 @@ def cache_problem(root: Path = CACHE_ROOT) -> str:
         return f"{manifest_path} is not JSON: {exc}"
     if manifest.get("script_sha256") != script_digest():
         return f"{manifest_path} was made by another version of {FIXTURE_SCRIPT.name}"
+    absent = [name for name in GLUON_MODELS + SYMBOLIC_MODELS if name not in manifest.get("models", {})]
+    if absent:
+        return f"{manifest_path} lacks {', '.join(absent)}"
     for name, info in manifest.get("models", {}).items():
         missing = [f for f in info.get("files", []) if not (root / name / f).is_file()]
         if missing or not info.get("files"):
