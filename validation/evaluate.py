@@ -234,16 +234,16 @@ def _evaluate(
     workers, dev, channels_last, limit, shuffle_seed, skip_bad, per_class, predictions, checkpoint, progress, shard,
 ) -> dict[str, Any]:  # fmt: skip
     num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(metadata.spec.num_classes)
+    transform = CropTransform(metadata.preprocessing, crops, resize, crop, interpolation)
+    normalizer = Normalizer(metadata.preprocessing, dev)
+    if predictions is not None and not Path(predictions).parent.exists():
+        raise InputError(f"{predictions}: the folder {Path(predictions).parent} does not exist")
     class_list = read_class_list(classes_file) if classes_file else metadata.classes
     index = scan_dataset(data_dir, labels_file, class_list).subset(limit, shuffle_seed)
     warnings = class_order_warnings(index, metadata, num_classes)
     if shard.rank == 0:
         for line in warnings:
             print(f"warning: {line}", file=sys.stderr)
-    transform = CropTransform(metadata.preprocessing, crops, resize, crop, interpolation)
-    normalizer = Normalizer(metadata.preprocessing, dev)
-    if predictions is not None and not Path(predictions).parent.exists():
-        raise InputError(f"{predictions}: the folder {Path(predictions).parent} does not exist")
 
     mine = shard.take(index.samples)
     batch_size = batch_size or default_batch_size(dev, crops)
