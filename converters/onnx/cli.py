@@ -12,7 +12,6 @@ from converters.onnx.convert import convert_onnx
 from converters.onnx.graph import import_onnx
 from converters.onnx.verify import DEFAULT_TOLERANCE, verify_with_onnxruntime
 from resnet_port.cli import run_cli, write_json
-from resnet_port.errors import ConversionError
 
 DESCRIPTION = """\
 Convert an ONNX ResNet (the ONNX model zoo's resnet{18..152}-v{1,2}, exported from Gluon, or any
@@ -33,7 +32,8 @@ EPILOG = """\
 examples:
   convert-onnx resnet50-v2-7.onnx -o r50v2.pth
   convert-onnx resnet18-v1-7.onnx -o r18v1.safetensors --report r18v1-report.json --json
-exit status: 0 written; 2 unusable input (not ONNX, not a ResNet, failed check), nothing written.
+exit status: 0 written; 1 the onnxruntime check failed; 2 unusable input (not ONNX, not a ResNet).
+On 1 and 2 nothing is written.
 """
 
 
@@ -72,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         steps.set_postfix_str("comparing with onnxruntime")
         verification = verify_with_onnxruntime(conversion, args.model, tolerance=args.tolerance)
         if verification.get("passed") is False:
-            raise ConversionError(
-                f"{args.model}: the converted model disagrees with onnxruntime: max |diff| "
+            # A check that fails is exit 1 (README: "1 a check failed"); nothing is written.
+            print(
+                f"convert-onnx: check failed: {args.model}: the converted model disagrees with onnxruntime: max |diff| "
                 f"{verification['max_abs_diff']:.3g} ({verification['max_rel_diff']:.3g} of the largest logit, "
-                f"tolerance {args.tolerance:g}), top-1 agreement {verification['top1_agreement']:.0%}; nothing written"
+                f"tolerance {args.tolerance:g}), top-1 agreement {verification['top1_agreement']:.0%}; nothing written",
+                file=sys.stderr,
             )
+            steps.close()
+            return 1
     conversion.metadata.verification = verification
     steps.update()
     steps.set_postfix_str("writing")

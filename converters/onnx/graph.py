@@ -114,6 +114,17 @@ def _initializer_array(onnx, path: Path, tensor) -> np.ndarray:
     raise ConversionError(f"{path}: initializer '{tensor.name}' has dtype {array.dtype}, expected a float or integer tensor")
 
 
+def _constant_value(onnx, path: Path, node: Node, proto) -> np.ndarray:
+    for attribute in proto.attribute:
+        if attribute.name == "value":
+            return _initializer_array(onnx, path, attribute.t)
+        if attribute.name in ("value_ints", "value_floats"):
+            return np.asarray(onnx.helper.get_attribute_value(attribute))
+        if attribute.name in ("value_int", "value_float"):
+            return np.asarray(onnx.helper.get_attribute_value(attribute))
+    raise ConversionError(f"{path}: {node.label}: a Constant without a tensor, int or float value")
+
+
 def _shape_of(value_info) -> tuple[int | str, ...]:
     dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
@@ -139,10 +150,14 @@ def read_graph(path: str | Path) -> OnnxGraph:
 
     onnx_data = _load_external(onnx, model, path)
     initializers = {t.name: _initializer_array(onnx, path, t) for t in onnx_data.graph.initializer}
-    nodes = [
-        Node(i, n.name, n.op_type, n.domain, tuple(n.input), tuple(n.output), _attribute_values(onnx, n))
-        for i, n in enumerate(graph.node)
-    ]
+    nodes = []
+    for i, proto in enumerate(graph.node):
+        node = Node(i, proto.name, proto.op_type, proto.domain, tuple(proto.input), tuple(proto.output), _attribute_values(onnx, proto))
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            # Some exporters give Reshape its shape through a Constant node: a stored value, not a layer.
+            initializers[node.output] = _constant_value(onnx, path, node, proto)
+            continue
+        nodes.append(node)
     for node in nodes:
         if node.domain not in ("", "ai.onnx"):
             raise ConversionError(f"{path}: {node.label}: op domain '{node.domain}' is not the standard ONNX domain")

@@ -151,8 +151,12 @@ def build_resnet_onnx(
     x = g.add("GlobalAveragePool", [x], "pool1")
     if flatten == "flatten":
         x = g.add("Flatten", [x], "flatten0", axis=1)
-    else:
+    elif flatten == "reshape":
         x = g.add("Reshape", [x, g.init("flat_shape", np.array([0, -1], np.int64))], "reshape0")
+    else:  # the target shape from a Constant node, as some exporters write it
+        shape = helper.make_tensor("shape_value", TensorProto.INT64, [2], [0, -1])
+        g.nodes.append(helper.make_node("Constant", [], ["flat_shape"], name="shape0", value=shape))
+        x = g.add("Reshape", [x, "flat_shape"], "reshape0")
     w = (rng.standard_normal((num_classes, cin)) / np.sqrt(cin)).astype(np.float32)
     bias = rng.uniform(-0.5, 0.5, num_classes).astype(np.float32)
     if classifier == "gemm":
