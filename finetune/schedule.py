@@ -56,6 +56,12 @@ class CaffeLRPolicy:
 
     def factor(self, it: int) -> float:
         """lr_at(it) / base_lr; usable as a LambdaLR ``lr_lambda``."""
+        try:
+            return self._factor(it)
+        except OverflowError as exc:
+            raise InputError(f"lr_policy {self.policy}: the rate overflows at iteration {it} (gamma {self.gamma})") from exc
+
+    def _factor(self, it: int) -> float:
         p = self.policy
         if p == "fixed":
             return 1.0

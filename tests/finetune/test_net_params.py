@@ -136,3 +136,17 @@ def test_kaiming_resnet50_groups_name_every_reference_parameter(tmp_path):
                                 "--json", str(out)]) == 0
     groups = {g["name"]: set(g["params"]) for g in json.loads(out.read_text())["groups"]}
     assert groups["lr_mult=1,decay_mult=0"] == {p for p, pair in placed.items() if pair == (1.0, 0.0)}
+
+
+def test_checkpoint_without_a_caffe_report_is_refused(tmp_path, capsys):
+    import resnet_ref
+    from checkpoints import CheckpointMetadata, save_checkpoint
+
+    spec = resnet_ref.get_spec("resnet18", num_classes=3)
+    ckpt = tmp_path / "tv.pth"
+    save_checkpoint(ckpt, spec, resnet_ref.build_model(spec).state_dict(), CheckpointMetadata(spec=spec))
+    (tmp_path / "net.prototxt").write_text(TRAIN_VAL)
+    (tmp_path / "solver.prototxt").write_text('base_lr: 0.1\nlr_policy: "fixed"\n')
+    code = convert_solver_main([str(tmp_path / "solver.prototxt"), "--net", str(tmp_path / "net.prototxt"),
+                                "--checkpoint", str(ckpt)])
+    assert code == 2 and "no Caffe conversion report" in capsys.readouterr().err
