@@ -143,9 +143,14 @@ def _path_to_eltwise(flow: _Dataflow, start: Node) -> tuple[list[ConvUnit], Node
     units = [_unit(flow, start)]
     while True:
         users = flow.users(units[-1].out)
+        if not users:
+            raise ConversionError(
+                f"{flow.where}: the output of Convolution {units[-1].conv.name!r} is used by no layer; "
+                "a ResNet branch ends at an Eltwise sum"
+            )
         if len(users) != 1:
-            names = ", ".join(repr(n.name) for n in users) or "nothing"
-            raise ConversionError(f"{flow.where}: layer {units[-1].conv.name!r}'s unit feeds {names}; expected one layer")
+            names = ", ".join(repr(n.name) for n in users)
+            raise ConversionError(f"{flow.where}: the output of Convolution {units[-1].conv.name!r} feeds {names}; a ResNet branch feeds one layer")
         nxt = users[0]
         if nxt.type == "Eltwise":
             return units, nxt
