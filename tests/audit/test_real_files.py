@@ -1,0 +1,80 @@
+"""`audit` on files written by the real frameworks: the Gluon / ONNX files MXNet wrote (peer
+fixtures) and the caffemodels BVLC Caffe wrote (the golden files).
+
+Same network, two formats: `equivalent`; the same file format twice: `identical`; a real port with
+a bug injected here: that cause, and only it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from checkpoints import save_checkpoint
+from tests.caffe.conftest import CAFFE_REF, unpacked
+from tests.peers.mxnet_cache import mxnet_fixtures  # noqa: F401 - pytest fixture
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("model", ["gluon_resnet18_v1", "gluon_resnet18_v2"])
+def test_gluon_params_and_its_onnx_export_are_equivalent(mxnet_fixtures, run_audit, model):  # noqa: F811
+    folder = mxnet_fixtures / model
+    code, report = run_audit(folder / "model.params", folder / "model.onnx", "-n", "2")
+    assert (code, report["verdict"], report["causes"]) == (0, "equivalent", [])
+    assert report["top1_agreement"] == 1.0
+    assert report["outputs"]["max_rel_logit_diff"] <= 1e-5
+
+
+def test_two_mxnet_formats_of_one_net_are_identical(mxnet_fixtures, run_audit):  # noqa: F811
+    folder = mxnet_fixtures / "gluon_resnet18_v1"
+    code, report = run_audit(folder / "model.params", folder / "export-0000.params", "-n", "2")
+    assert (code, report["verdict"], report["causes"]) == (0, "identical", [])
+
+
+def test_stored_gamma_that_mxnet_ignores_changes_nothing(mxnet_fixtures, run_audit):  # noqa: F811
+    """Gluon V2's input BatchNorm runs with fix_gamma: its stored gamma (far from 1 in the variant)
+    is ignored by MXNet, whose logits for both files are equal; the audit must not blame fix_gamma."""
+    folder = mxnet_fixtures / "gluon_resnet18_v2"
+    code, report = run_audit(folder / "model.params", folder / "variant_datagamma.params", "-n", "2")
+    assert code == 0 and report["causes"] == []
+    assert report["verdict"] in ("identical", "equivalent")
+
+
+@pytest.fixture(scope="module")
+def golden_r50(tmp_path_factory):
+    """The golden ResNet-50 caffemodel and its conversion saved as a toolkit checkpoint."""
+    from converters.caffe import convert_caffe
+
+    model = unpacked("ResNet-50.caffemodel")
+    conversion = convert_caffe(model)
+    folder = tmp_path_factory.mktemp("golden")
+    port = save_checkpoint(folder / "port.pth", conversion.spec, conversion.state_dict, conversion.metadata)
+    return model, port, conversion, folder
+
+
+def test_golden_caffemodel_and_its_conversion_are_equivalent(golden_r50, run_audit):
+    model, port, _, _ = golden_r50
+    code, report = run_audit(model, port, "-n", "2")
+    assert (code, report["verdict"], report["causes"]) == (0, "equivalent", [])
+    assert report["max_abs_logit_diff"] == 0.0
+
+
+def test_golden_caffemodel_and_its_h5_are_identical(golden_r50, run_audit):
+    model, _, _, _ = golden_r50
+    h5 = unpacked("ResNet-50.caffemodel.h5")
+    code, report = run_audit(model, h5, "-n", "2", "--prototxt-b", str(CAFFE_REF / "ResNet-50-deploy.prototxt"))
+    assert (code, report["verdict"], report["causes"]) == (0, "identical", [])
+
+
+def test_golden_port_with_bn_factor_left_in_is_named(golden_r50, run_audit):
+    """A port that kept Caffe's BatchNorm blobs as stored (mean*s, var*s, s = 999.982)."""
+    model, _, conversion, folder = golden_r50
+    bad = dict(conversion.state_dict)
+    for key, value in conversion.state_dict.items():
+        if key.endswith(("running_mean", "running_var")):
+            bad[key] = value * torch.tensor(999.982, dtype=torch.float32)
+    port = save_checkpoint(folder / "bad_bn.pth", conversion.spec, bad, conversion.metadata)
+    code, report = run_audit(model, port, "-n", "2")
+    assert (code, report["verdict"]) == (1, "different")
+    assert [c["key"] for c in report["causes"]] == ["bn_scale_factor"]
