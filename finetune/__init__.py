@@ -2,10 +2,14 @@
 
 Public API: `CaffeSGD` (Caffe's momentum SGD as a torch optimizer), `convert_hyperparams` between the
 Caffe / PyTorch / unit-gain conventions, `CaffeLRPolicy` (Caffe's lr policies), `read_solver`
-(a Caffe solver.prototxt), and `recalibrate_bn` (BN statistics as exact averages).
+(a Caffe solver.prototxt), `plan_optimizer` (the torch optimizer and scheduler that reproduce a
+solver), and `recalibrate_bn` (BN statistics as exact averages).
 """
 
 from finetune.conventions import CONVENTIONS, HyperParamConversion, SGDHyperParams, convert_hyperparams
+from finetune.net_params import BlobMultipliers, read_net_multipliers
+from finetune.plan import OptimizerPlan, plan_optimizer
+from finetune.recalibrate import RecalibrationResult, recalibrate_bn
 from finetune.schedule import LR_POLICIES, CaffeLRPolicy
 from finetune.sgd import CaffeSGD
 from finetune.solver import SolverConfig, SolverError, read_solver
@@ -13,12 +17,18 @@ from finetune.solver import SolverConfig, SolverError, read_solver
 __all__ = [
     "CONVENTIONS",
     "LR_POLICIES",
+    "BlobMultipliers",
     "CaffeLRPolicy",
     "CaffeSGD",
     "HyperParamConversion",
+    "OptimizerPlan",
+    "RecalibrationResult",
     "SGDHyperParams",
     "SolverConfig",
     "SolverError",
     "convert_hyperparams",
+    "plan_optimizer",
+    "read_net_multipliers",
     "read_solver",
+    "recalibrate_bn",
 ]

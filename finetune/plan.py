@@ -91,6 +91,7 @@ class OptimizerPlan:
             "scheduler": self.scheduler_text(),
             "scheduler_step": "once per iteration (weight update), after optimizer.step()",
             "groups": groups,
+            "param_groups": groups,  # the same list under torch's name for it
             "frozen": list(self.frozen),
             "lr_at": {str(k): v for k, v in self.lr_at.items()},
             "notes": list(self.notes),

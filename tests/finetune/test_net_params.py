@@ -150,3 +150,17 @@ def test_checkpoint_without_a_caffe_report_is_refused(tmp_path, capsys):
     code = convert_solver_main([str(tmp_path / "solver.prototxt"), "--net", str(tmp_path / "net.prototxt"),
                                 "--checkpoint", str(ckpt)])
     assert code == 2 and "no Caffe conversion report" in capsys.readouterr().err
+
+
+def test_v1_layers_blobs_lr_and_weight_decay_become_multipliers():
+    net = parse_prototxt(
+        'layers { name: "data" type: DATA top: "data" top: "label" include { phase: TRAIN } }\n'
+        'layers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1" blobs_lr: 1 blobs_lr: 2 '
+        "weight_decay: 1 weight_decay: 0 convolution_param { num_output: 4 kernel_size: 3 } }\n"
+        'layers { name: "fc" type: INNER_PRODUCT bottom: "conv1" top: "fc" blobs_lr: 10 blobs_lr: 20 '
+        "weight_decay: 1 weight_decay: 0 inner_product_param { num_output: 3 } }\n"
+        'layers { name: "loss" type: SOFTMAX_LOSS bottom: "fc" bottom: "label" }\n'
+    )
+    got = {b.blob_id: (b.lr_mult, b.decay_mult) for b in net_multipliers(net, "v1.prototxt")}
+    assert got == {"conv1.blobs[0]": (1.0, 1.0), "conv1.blobs[1]": (2.0, 0.0),
+                   "fc.blobs[0]": (10.0, 1.0), "fc.blobs[1]": (20.0, 0.0)}
