@@ -6,7 +6,12 @@ Caffe / PyTorch / unit-gain conventions, `CaffeLRPolicy` (Caffe's lr policies), 
 solver), and `recalibrate_bn` (BN statistics as exact averages).
 """
 
-from finetune.conventions import CONVENTIONS, HyperParamConversion, SGDHyperParams, convert_hyperparams
+from finetune.conventions import (
+    CONVENTIONS,
+    HyperParamConversion,
+    SGDHyperParams,
+    convert_hyperparams,
+)
 from finetune.net_params import BlobMultipliers, read_net_multipliers
 from finetune.plan import OptimizerPlan, plan_optimizer
 from finetune.recalibrate import RecalibrationResult, recalibrate_bn

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from finetune import CaffeSGD
 from tests.finetune.conftest import GROUP_MULTS
+from tests.finetune.reference import grads_at, max_diff
 
 BASE_LR = 0.05
 MOMENTUM = 0.9
@@ -29,18 +30,6 @@ STEPS = 50
 def caffe_lr(it: int) -> float:
     """multistep: base_lr * gamma ^ (number of stepvalues reached)."""
     return BASE_LR * GAMMA ** sum(it >= s for s in MILESTONES)
-
-
-def grads_at(net, weights: dict[str, np.ndarray], batch) -> dict[str, np.ndarray]:
-    """d loss / d w evaluated at ``weights`` (a private copy of the net; nothing shared)."""
-    model = copy.deepcopy(net)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.from_numpy(weights[name]))
-    model.zero_grad()
-    x, y = batch
-    F.cross_entropy(model(x), y).backward()
-    return {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
 
 
 def caffe_reference(net, batches, steps, iter_size=1, clip=-1.0, regularization="L2", clip_after_normalize=False):
@@ -97,10 +86,6 @@ def run_optimizer(net, opt, batches, steps, iter_size=1, record_buffers=False):
         sched.step()
         weights.append({k: p.detach().numpy().copy() for k, p in net.named_parameters()})
     return weights, buffers
-
-
-def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from finetune import CaffeSGD, SGDHyperParams, convert_hyperparams
 from resnet_port.errors import InputError
-from tests.finetune.test_caffe_sgd import grads_at, max_diff
+from tests.finetune.reference import grads_at, max_diff
 
 STEPS = 30
 MILESTONES = (10, 20)

@@ -14,7 +14,13 @@ from PIL import Image
 from torch import nn
 
 import resnet_ref
-from checkpoints import CheckpointMetadata, Preprocessing, load_checkpoint, load_model, save_checkpoint
+from checkpoints import (
+    CheckpointMetadata,
+    Preprocessing,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from finetune.cli import recalibrate_bn_main
 from validation.data import preprocess_image
 
