@@ -46,6 +46,19 @@ def test_json_summary(build, tmp_path, capsys):
     assert summary["verification"]["top1_agreement"] == 1.0
 
 
+def test_symbolic_input_dimensions(build, tmp_path, capsys):
+    """A graph with batch and size left open: the check probes it at 2 x 3 x 224 x 224."""
+    net = build(depth=18, residual="v2", dynamic=True, size=48)
+    out = tmp_path / "dyn.pth"
+    assert main([str(net.path), "-o", str(out), "--json"]) == 0
+    verification = json.loads(capsys.readouterr().out)["verification"]
+    assert verification["passed"] is True and "[2, 3, 224, 224]" in verification["input"]
+    model, metadata = load_model(out)
+    assert metadata.source.details["input_shape"] == ["N", 3, "H", "W"]
+    with torch.inference_mode():
+        assert rel_diff(net.logits, model.eval()(torch.from_numpy(net.x))) <= TOLERANCE
+
+
 def test_no_verify_is_recorded_as_skipped(build, tmp_path, capsys):
     net = build(depth=18, residual="v1")
     out = tmp_path / "r18.pth"
