@@ -212,3 +212,54 @@ def test_cli_refuses_a_bad_at_list(tmp_path, capsys):
     solver = write(tmp_path, RESNET_SOLVER)
     assert convert_solver_main([str(solver), "--at", "0,ten"]) == 2
     assert "--at" in capsys.readouterr().err
+
+
+FULL_SOLVER = """\
+train_net: "train.prototxt"
+test_net: "val.prototxt"
+test_iter: 50
+test_interval: 1000
+test_compute_loss: true
+test_initialization: false
+train_state { phase: TRAIN stage: "finetune" }
+test_state { phase: TEST level: 1 }
+base_lr: 0.01
+display: 100
+average_loss: 10
+max_iter: 45000
+iter_size: 4
+lr_policy: 'step'
+gamma: 0.1
+power: 0.75
+momentum: 0.9
+weight_decay: 5e-4
+regularization_type: "L2"
+stepsize: 15000
+clip_gradients: -1
+snapshot: 5000
+snapshot_prefix: "snap/ft"
+snapshot_diff: false
+snapshot_format: HDF5
+solver_mode: CPU
+device_id: 0
+random_seed: 1701
+type: "SGD"
+delta: 1e-8
+momentum2: 0.999
+rms_decay: 0.99
+debug_info: false
+snapshot_after_train: true
+solver_type: SGD
+layer_wise_reduce: true
+weights: "ResNet-50-model.caffemodel"
+"""
+
+
+def test_a_solver_using_every_sgd_field_reads(tmp_path):
+    solver = read_solver(write(tmp_path, FULL_SOLVER))
+    assert solver.net == "train.prototxt" and solver.iter_size == 4 and solver.clip_gradients is None
+    assert solver.weight_decay == 0.0005 and solver.schedule.stepsize == 15000
+    plan = plan_optimizer(solver)
+    assert list(plan.lr_at) == [0, 15000, 30000, 45000]
+    assert [plan.lr_at[k] for k in plan.lr_at] == pytest.approx([0.01, 0.001, 0.0001, 0.00001])
+    assert any("iter_size 4" in n for n in plan.notes)
