@@ -48,3 +48,35 @@ def assert_moves(reference: np.ndarray, ours: np.ndarray, factor: float = 10.0) 
 @pytest.fixture(scope="session")
 def cache(mxnet_fixtures: Path) -> Path:  # noqa: F811 - the fixture imported above
     return mxnet_fixtures
+
+
+MXNET_RUN_SYMBOLS = """
+import json, sys, numpy as np, mxnet as mx
+for job in json.loads(sys.argv[1]):
+    sym = mx.sym.load(job["symbol"]).get_internals()[job["output"]]
+    stored = mx.nd.load(job["params"])
+    args = {k[4:]: v for k, v in stored.items() if k.startswith('arg:') and k[4:] in sym.list_arguments()}
+    aux = {k[4:]: v for k, v in stored.items() if k.startswith('aux:')}
+    args['data'] = mx.nd.array(np.load(job["input"]))
+    executor = sym.bind(mx.cpu(), args, aux_states=aux, grad_req='null')
+    np.save(job["out"], executor.forward(is_train=False)[0].asnumpy())
+"""
+
+
+def mxnet_symbol_logits(jobs: list[tuple[Path, Path, np.ndarray]], tmp: Path, output: str = "fc1_output") -> list[np.ndarray]:
+    """Run (symbol, params, input) triples in the real MXNet (the peer venv, one process for all of
+    them: importing MXNet is the slow part) and return ``output`` of each."""
+    import json
+    import subprocess
+
+    from tests.peers.mxnet_cache import PEER_PYTHON
+
+    spec = []
+    for index, (symbol, params, x) in enumerate(jobs):
+        np.save(tmp / f"mx_input{index}.npy", np.asarray(x, np.float32))
+        spec.append({"symbol": str(symbol), "params": str(params), "input": str(tmp / f"mx_input{index}.npy"),
+                     "output": output, "out": str(tmp / f"mx_out{index}.npy")})
+    done = subprocess.run([str(PEER_PYTHON), "-c", MXNET_RUN_SYMBOLS, json.dumps(spec)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"MXNet failed: {done.stderr[-2000:]}")
+    return [np.load(job["out"]) for job in spec]
