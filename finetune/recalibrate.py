@@ -25,7 +25,7 @@ and Caffe's stored variance), ``biased`` the population variance itself; n count
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ from resnet_port.errors import InputError
 MODES = ("sequential", "cumulative")
 VARIANCES = ("unbiased", "biased")
 
-BatchSource = Sequence[Any] | Callable[[], Iterable[Any]]
+BatchSource = Iterable[Any] | Callable[[], Iterable[Any]]
 
 
 class RecalibrationError(InputError):
@@ -159,7 +159,8 @@ def recalibrate_bn(
     """Overwrite every BN layer's running statistics with their exact average over ``batches``.
 
     ``batches`` yields image tensors (or (images, labels) pairs).  ``sequential`` reads them once per
-    BN layer, so it must be a sequence or a function returning a fresh iterable each call.
+    BN layer, so it must be re-iterable (a list, a DataLoader) or a function returning a fresh iterable;
+    the batches must come in the same order with the same content each time.
     ``progress`` is called with the number of batches processed after each one.  The model is left
     in eval mode; its parameters are not touched.
     """
@@ -167,8 +168,11 @@ def recalibrate_bn(
         raise RecalibrationError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if variance not in VARIANCES:
         raise RecalibrationError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
-    if mode == "sequential" and not callable(batches) and not isinstance(batches, Sequence):
-        raise RecalibrationError("sequential mode reads the data once per BN layer: pass a list or a function returning the batches")
+    if mode == "sequential" and not callable(batches) and iter(batches) is batches:
+        raise RecalibrationError(
+            "sequential mode reads the data once per BN layer: pass a list, a DataLoader or a function returning "
+            "the batches, not a one-shot iterator or generator"
+        )
     layers = batch_norm_layers(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()

@@ -173,3 +173,14 @@ def test_errors_name_the_problem():
         recalibrate_bn(small_net(), [])
     with pytest.raises(RecalibrationError, match="track_running_stats"):
         recalibrate_bn(nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False)), dataset())
+
+
+def test_a_dataloader_is_accepted_and_gives_the_same_statistics():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = dataset()
+    loader = DataLoader(TensorDataset(torch.cat(data)), batch_size=5, shuffle=False)
+    a, b = small_net(), small_net()
+    recalibrate_bn(a, data)
+    recalibrate_bn(b, loader)
+    torch.testing.assert_close(a[4].running_var, b[4].running_var, rtol=1e-12, atol=0)
