@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from finetune import CaffeSGD
 from tests.finetune.conftest import GROUP_MULTS
@@ -208,3 +210,51 @@ def test_bad_hyperparameters_are_refused_with_the_name(kwargs, fragment):
     args = {"lr": 0.1, **kwargs}
     with pytest.raises(InputError, match=fragment):
         CaffeSGD([torch.zeros(2, requires_grad=True)], **args)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    momentum=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+    weight_decay=st.sampled_from([0.0, 1e-4, 0.05]),
+    lr_mults=st.tuples(st.sampled_from([0.0, 0.1, 1.0, 2.0, 10.0]), st.sampled_from([0.0, 1.0, 2.0])),
+    iter_size=st.integers(1, 3),
+    clip=st.sampled_from([-1.0, 0.0, 0.5, 5.0]),
+    regularization=st.sampled_from(["L2", "L1"]),
+)
+def test_random_hyperparameters_on_a_quadratic(seed, momentum, weight_decay, lr_mults, iter_size, clip, regularization):
+    """Gradients of 0.5*w'Aw + b'w per backward pass, in numpy; the rule in numpy; CaffeSGD beside it."""
+    rng = np.random.default_rng(seed)
+    sizes = (3, 4)
+    a = [rng.normal(size=(n, n)) for n in sizes]
+    a = [m @ m.T / n for m, n in zip(a, sizes)]
+    bs = [[rng.normal(size=n) for _ in range(iter_size)] for n in sizes]
+    lrs = [0.05 * 0.3 ** (it // 7) for it in range(20)]
+    mults = [lr_mults, (1.0, 1.0)]
+    w = [rng.normal(size=n) for n in sizes]
+    params = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in w]
+    opt = CaffeSGD([{"params": [params[0]], "lr_mult": lr_mults[0], "decay_mult": lr_mults[1]}, {"params": [params[1]]}],
+                   lr=lrs[0], momentum=momentum, weight_decay=weight_decay, regularization=regularization,
+                   iter_size=iter_size, clip_gradients=clip)
+    history = [np.zeros(n) for n in sizes]
+    for it, lr in enumerate(lrs):
+        diffs = [sum(a[i] @ w[i] + bs[i][j] for j in range(iter_size)) for i in range(2)]
+        if clip >= 0:
+            norm = np.sqrt(sum((d**2).sum() for d in diffs))
+            if norm > clip:
+                diffs = [d * clip / norm for d in diffs]
+        for i in range(2):
+            d = diffs[i] / iter_size
+            d = d + weight_decay * mults[i][1] * (w[i] if regularization == "L2" else np.sign(w[i]))
+            history[i] = lr * mults[i][0] * d + momentum * history[i]
+            w[i] = w[i] - history[i]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for p in params:
+            p.grad = None
+        for j in range(iter_size):
+            loss = sum(0.5 * p @ torch.from_numpy(a[i]) @ p + torch.from_numpy(bs[i][j]) @ p for i, p in enumerate(params))
+            loss.backward()
+        opt.step()
+    for i, p in enumerate(params):
+        np.testing.assert_allclose(p.detach().numpy(), w[i], rtol=1e-9, atol=1e-12)
