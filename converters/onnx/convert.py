@@ -53,17 +53,26 @@ class _Targets:
         self.report.layers.append({"name": conv.node.label, "type": "Conv", "targets": [target]})
 
     def bn(self, target: str, bn: BatchNormLayer) -> None:
-        for field, array, position in (("weight", bn.scale, 1), ("bias", bn.bias, 2), ("running_mean", bn.mean, 3), ("running_var", bn.var, 4)):
+        for field, array, position in (
+            ("weight", bn.scale, 1),
+            ("bias", bn.bias, 2),
+            ("running_mean", bn.mean, 3),
+            ("running_var", bn.var, 4),
+        ):
             self.put(f"{target}.{field}", array, bn.node.inputs[position])
         self.eps[target] = bn.eps
-        self.report.layers.append({"name": bn.node.label, "type": "BatchNormalization", "targets": [target], "eps": bn.eps})
+        self.report.layers.append(
+            {"name": bn.node.label, "type": "BatchNormalization", "targets": [target], "eps": bn.eps}
+        )
 
     def fill_zero_biases(self) -> None:
         """A role is biased if any conv of it is; its convs without one get zeros (exact)."""
         for target, role, channels in self.zero_biases:
             if role in self.biased_roles:
                 self.state[f"{target}.bias"] = torch.zeros(channels)
-                self.report.skip(f"{target}.bias", "no bias in the file; zeros, since other convs of this role have one")
+                self.report.skip(
+                    f"{target}.bias", "no bias in the file; zeros, since other convs of this role have one"
+                )
 
 
 def _input_bn(targets: _Targets, bn: BatchNormLayer) -> None:
@@ -87,8 +96,12 @@ def _input_bn(targets: _Targets, bn: BatchNormLayer) -> None:
         targets.eps["data_bn"] = bn.eps
         targets.report.skip(names[1], "input BN gamma is all ones (the affine-free BN has none)")
         targets.report.skip(names[2], "input BN beta is all zeros (the affine-free BN has none)")
-        targets.report.layers.append({"name": bn.node.label, "type": "BatchNormalization", "targets": ["data_bn"], "eps": e})
-        targets.report.notes.append("the input BatchNorm (Gluon V2's fix_gamma data BN, gamma 1, beta 0) is the reference's affine-free data_bn")
+        targets.report.layers.append(
+            {"name": bn.node.label, "type": "BatchNormalization", "targets": ["data_bn"], "eps": e}
+        )
+        targets.report.notes.append(
+            "the input BatchNorm (Gluon V2's fix_gamma data BN, gamma 1, beta 0) is the reference's affine-free data_bn"
+        )
         return
     if not np.all(g > 0):
         channel = int(np.argmax(~(g > 0)))
@@ -108,7 +121,9 @@ def _input_bn(targets: _Targets, bn: BatchNormLayer) -> None:
         "Gluon's fix_gamma ignores them); folded into the affine-free data_bn statistics so that the "
         "port equals onnxruntime on this file, which differs from MXNet's own output"
     )
-    targets.report.layers.append({"name": bn.node.label, "type": "BatchNormalization", "targets": ["data_bn"], "eps": new_e, "folded": True})
+    targets.report.layers.append(
+        {"name": bn.node.label, "type": "BatchNormalization", "targets": ["data_bn"], "eps": new_e, "folded": True}
+    )
 
 
 def _stages(graph: OnnxGraph, blocks: list[Block]) -> list[list[Block]]:
@@ -143,7 +158,11 @@ def _block_facts(graph: OnnxGraph, stages: list[list[Block]]) -> dict:
                 raise _fail(graph, block, f"a {block.kind} block in a net of {kind} blocks")
             stride = 2 if s > 0 and b == 0 else 1
             if block.stride != stride:
-                raise _fail(graph, block, f"block {b} of stage {s + 1} has stride {block.stride}, the reference puts {stride} there")
+                raise _fail(
+                    graph,
+                    block,
+                    f"block {b} of stage {s + 1} has stride {block.stride}, the reference puts {stride} there",
+                )
             kernels = (1, 3, 1) if kind == "bottleneck" else (3, 3)
             strided = [i for i, conv in enumerate(block.convs) if conv.stride[0] != 1]
             if len(strided) > 1:
@@ -221,7 +240,10 @@ def _map_blocks(targets: _Targets, stages: list[list[Block]]) -> None:
 def _eps_fields(eps: dict[str, float]) -> dict:
     """The most common eps becomes ``bn_eps``; every BN that differs is named in the overrides."""
     common = Counter(eps.values()).most_common(1)[0][0]
-    return {"bn_eps": common, "bn_eps_overrides": tuple((name, value) for name, value in eps.items() if value != common)}
+    return {
+        "bn_eps": common,
+        "bn_eps_overrides": tuple((name, value) for name, value in eps.items() if value != common),
+    }
 
 
 def _head(graph: OnnxGraph, found: Recognised) -> dict:
@@ -301,7 +323,9 @@ def convert_onnx(path: str | Path) -> Conversion:
         bias = found.bias_add.constant.reshape(-1)
         bias_source = next(n for n in found.bias_add.node.inputs if n in graph.initializers)
         if bias.shape[0] != linear.weight.shape[0]:
-            raise ConversionError(f"{graph.where(found.bias_add.node)}: bias of {bias.shape[0]} values for {linear.weight.shape[0]} classes")
+            raise ConversionError(
+                f"{graph.where(found.bias_add.node)}: bias of {bias.shape[0]} values for {linear.weight.shape[0]} classes"
+            )
     if bias is None:
         bias, bias_source = np.zeros(linear.weight.shape[0], np.float32), "(none: zeros)"
         report.skip("fc.bias", "the classifier has no bias in the file; zeros")

@@ -24,9 +24,11 @@ def import_onnx():
     """The `onnx` module, or an error that says how to install it (the converter's only extra need)."""
     try:
         import onnx
-        from onnx import numpy_helper  # noqa: F401 - imported here so a broken install fails early
+        import onnx.numpy_helper  # noqa: F401 - a broken install fails here, not halfway through
     except ImportError as exc:
-        raise ConversionError(f"reading ONNX files needs the onnx package, which is not installed: {INSTALL_HINT}") from exc
+        raise ConversionError(
+            f"reading ONNX files needs the onnx package, which is not installed: {INSTALL_HINT}"
+        ) from exc
     return onnx
 
 
@@ -111,7 +113,9 @@ def _initializer_array(onnx, path: Path, tensor) -> np.ndarray:
         return np.ascontiguousarray(array)
     if array.dtype.kind in "iu":  # shapes (Reshape), axes: kept as integers
         return np.ascontiguousarray(array)
-    raise ConversionError(f"{path}: initializer '{tensor.name}' has dtype {array.dtype}, expected a float or integer tensor")
+    raise ConversionError(
+        f"{path}: initializer '{tensor.name}' has dtype {array.dtype}, expected a float or integer tensor"
+    )
 
 
 def _constant_value(onnx, path: Path, node: Node, proto) -> np.ndarray:
@@ -152,7 +156,15 @@ def read_graph(path: str | Path) -> OnnxGraph:
     initializers = {t.name: _initializer_array(onnx, path, t) for t in onnx_data.graph.initializer}
     nodes = []
     for i, proto in enumerate(graph.node):
-        node = Node(i, proto.name, proto.op_type, proto.domain, tuple(proto.input), tuple(proto.output), _attribute_values(onnx, proto))
+        node = Node(
+            i,
+            proto.name,
+            proto.op_type,
+            proto.domain,
+            tuple(proto.input),
+            tuple(proto.output),
+            _attribute_values(onnx, proto),
+        )
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             # Some exporters give Reshape its shape through a Constant node: a stored value, not a layer.
             initializers[node.output] = _constant_value(onnx, path, node, proto)

@@ -129,7 +129,9 @@ def onnx_op(op_type: str) -> Callable[[OpFunction], OpFunction]:
     def register(function: OpFunction) -> OpFunction:
         key = (FRAMEWORK, op_type)
         if key in _REGISTRY:
-            raise RuntimeError(f"ONNX op {op_type!r} is registered twice: {_REGISTRY[key].__name__} and {function.__name__}")
+            raise RuntimeError(
+                f"ONNX op {op_type!r} is registered twice: {_REGISTRY[key].__name__} and {function.__name__}"
+            )
         _REGISTRY[key] = function
         return function
 
@@ -182,7 +184,9 @@ def _data(node: Node, graph: OnnxGraph, count: int = 1) -> tuple[str, ...]:
     names = tuple(n for n in node.inputs[:count] if n)
     for name in names:
         if name in graph.initializers:
-            raise ConversionError(f"{graph.where(node)}: its data input '{name}' is a stored constant, expected a tensor")
+            raise ConversionError(
+                f"{graph.where(node)}: its data input '{name}' is a stored constant, expected a tensor"
+            )
     if len(names) != count:
         raise ConversionError(f"{graph.where(node)}: expected {count} data input(s), found {len(names)}")
     return names
@@ -201,7 +205,9 @@ def read_conv(node: Node, graph: OnnxGraph) -> ConvLayer:
     weight = graph.constant(node, 1, "weight", ndim=4)
     bias = graph.constant(node, 2, "bias", ndim=1) if len(node.inputs) > 2 and node.inputs[2] else None
     if bias is not None and bias.shape[0] != weight.shape[0]:
-        raise ConversionError(f"{graph.where(node)}: bias has {bias.shape[0]} values for {weight.shape[0]} output channels")
+        raise ConversionError(
+            f"{graph.where(node)}: bias has {bias.shape[0]} values for {weight.shape[0]} output channels"
+        )
     kernel = node.attrs.get("kernel_shape")
     if kernel is not None and tuple(int(k) for k in kernel) != tuple(weight.shape[2:]):
         raise ConversionError(f"{graph.where(node)}: kernel_shape={kernel} but the weight is {tuple(weight.shape)}")
@@ -227,8 +233,12 @@ def read_batch_norm(node: Node, graph: OnnxGraph) -> BatchNormLayer:
             "ONNX zoo files exported before 2020 carry this flag by mistake: use the regenerated file"
         )
     if node.attrs.get("training_mode", 0):
-        raise ConversionError(f"{graph.where(node)}: training_mode=1 normalises with batch statistics, expected inference")
-    scale, bias, mean, var = (graph.constant(node, i, what, ndim=1) for i, what in enumerate(("scale", "bias", "mean", "var"), 1))
+        raise ConversionError(
+            f"{graph.where(node)}: training_mode=1 normalises with batch statistics, expected inference"
+        )
+    scale, bias, mean, var = (
+        graph.constant(node, i, what, ndim=1) for i, what in enumerate(("scale", "bias", "mean", "var"), 1)
+    )
     if not (scale.shape == bias.shape == mean.shape == var.shape):
         raise ConversionError(
             f"{graph.where(node)}: scale/bias/mean/var shapes differ: {scale.shape}, {bias.shape}, {mean.shape}, {var.shape}"
@@ -305,7 +315,9 @@ def read_reshape(node: Node, graph: OnnxGraph) -> FlattenLayer:
     if len(node.inputs) > 1:
         shape = graph.initializers.get(node.inputs[1])
         if shape is None:
-            raise ConversionError(f"{graph.where(node)}: its target shape is computed in the graph, expected a constant")
+            raise ConversionError(
+                f"{graph.where(node)}: its target shape is computed in the graph, expected a constant"
+            )
     else:
         shape = np.asarray(node.attrs.get("shape", []))
     shape = [int(v) for v in np.asarray(shape).reshape(-1)]
@@ -346,7 +358,14 @@ def read_gemm(node: Node, graph: OnnxGraph) -> LinearLayer:
 @onnx_op("MatMul")
 def read_mat_mul(node: Node, graph: OnnxGraph) -> LinearLayer:
     weight = graph.constant(node, 1, "weight", ndim=2)  # (in, out): features @ W
-    return LinearLayer(node, _data(node, graph), weight=np.ascontiguousarray(weight.T), bias=None, weight_source=node.inputs[1], bias_source=None)
+    return LinearLayer(
+        node,
+        _data(node, graph),
+        weight=np.ascontiguousarray(weight.T),
+        bias=None,
+        weight_source=node.inputs[1],
+        bias_source=None,
+    )
 
 
 @onnx_op("Identity")

@@ -32,7 +32,16 @@ from resnet_port.errors import ConversionError
 # Body patterns after the block input (v1) or after the pre-activation (v2).
 V1_BODIES = {
     "basic": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer),
-    "bottleneck": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer, ReluLayer, ConvLayer, BatchNormLayer),
+    "bottleneck": (
+        ConvLayer,
+        BatchNormLayer,
+        ReluLayer,
+        ConvLayer,
+        BatchNormLayer,
+        ReluLayer,
+        ConvLayer,
+        BatchNormLayer,
+    ),
 }
 V2_BODIES = {
     "basic": (ConvLayer, BatchNormLayer, ReluLayer, ConvLayer),
@@ -48,7 +57,9 @@ class Block:
     residual: str  # "v1" | "v2"
     kind: str  # "basic" | "bottleneck"
     convs: list[ConvLayer]
-    bns: list[BatchNormLayer]  # v1: one after each conv; v2: the pre-activation BN, then one after each conv but the last
+    bns: list[
+        BatchNormLayer
+    ]  # v1: one after each conv; v2: the pre-activation BN, then one after each conv but the last
     shortcut_conv: ConvLayer | None
     shortcut_bn: BatchNormLayer | None
     first: Node  # the node errors about this block name
@@ -102,7 +113,9 @@ class _Walker:
         for layer in self.layers:
             for out in layer.node.outputs:
                 if out in producers:
-                    raise ConversionError(f"{graph.where(layer.node)}: output '{out}' is also produced by {producers[out].label}")
+                    raise ConversionError(
+                        f"{graph.where(layer.node)}: output '{out}' is also produced by {producers[out].label}"
+                    )
                 producers[out] = layer.node
             if isinstance(layer, PassLayer):
                 continue
@@ -153,13 +166,25 @@ def _expect(walker: _Walker, ok: bool, node: Node, message: str) -> None:
 def _check_conv(walker: _Walker, conv: ConvLayer, kernel: int, stride: int | None, what: str) -> None:
     """Kernel, padding k//2, no dilation, no groups: the only convs the reference has."""
     pad = kernel // 2
-    _expect(walker, conv.kernel == (kernel, kernel), conv.node, f"{what} should be {kernel}x{kernel}, found {conv.kernel[0]}x{conv.kernel[1]}")
-    _expect(walker, conv.pads == (pad,) * 4, conv.node, f"{what} should pad {pad} on every side, found pads {list(conv.pads)}")
+    _expect(
+        walker,
+        conv.kernel == (kernel, kernel),
+        conv.node,
+        f"{what} should be {kernel}x{kernel}, found {conv.kernel[0]}x{conv.kernel[1]}",
+    )
+    _expect(
+        walker,
+        conv.pads == (pad,) * 4,
+        conv.node,
+        f"{what} should pad {pad} on every side, found pads {list(conv.pads)}",
+    )
     _expect(walker, conv.dilation == (1, 1), conv.node, f"{what} is dilated {conv.dilation}, expected 1")
     _expect(walker, conv.group == 1, conv.node, f"{what} is grouped (group={conv.group}), expected 1")
     _expect(walker, conv.stride[0] == conv.stride[1], conv.node, f"{what} has unequal strides {conv.stride}")
     if stride is not None:
-        _expect(walker, conv.stride[0] == stride, conv.node, f"{what} should have stride {stride}, found {conv.stride[0]}")
+        _expect(
+            walker, conv.stride[0] == stride, conv.node, f"{what} should have stride {stride}, found {conv.stride[0]}"
+        )
 
 
 def _check_bn(walker: _Walker, bn: BatchNormLayer, channels: int, what: str) -> None:
@@ -186,7 +211,7 @@ def _chain(walker: _Walker, tensor: str) -> tuple[list[Layer], AddLayer | None, 
 def _match_body(walker: _Walker, chain: list[Layer], bodies: dict, stop: Layer | None, add: AddLayer | None) -> str:
     """The block kind whose pattern ``chain`` follows, or an error naming the first layer off it."""
     for kind, pattern in bodies.items():
-        if len(chain) == len(pattern) and all(isinstance(l, k) for l, k in zip(chain, pattern)):
+        if len(chain) == len(pattern) and all(isinstance(layer, k) for layer, k in zip(chain, pattern)):
             if add is None:
                 node = stop.node if stop is not None else chain[-1].node
                 raise walker.fail(node, "expected the residual Add, the one reader of the block body's output")
@@ -217,8 +242,8 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
         raise walker.fail(paths[2][0][0].node, "a third path out of a block input")
     if len(paths) == 2:
         short, short_add, short_stop = paths[1]
-        if short_add is not add or [type(l) for l in short] != [ConvLayer, BatchNormLayer]:
-            off = [l for l, k in zip(short, (ConvLayer, BatchNormLayer)) if not isinstance(l, k)]
+        if short_add is not add or [type(layer) for layer in short] != [ConvLayer, BatchNormLayer]:
+            off = [layer for layer, k in zip(short, (ConvLayer, BatchNormLayer)) if not isinstance(layer, k)]
             node = (off or short[2:] or [short_stop or short_add or short[-1]])[0].node
             raise walker.fail(node, "a projection shortcut should be a 1x1 conv + BN meeting the body at its Add")
         shortcut_conv, shortcut_bn = short
@@ -228,14 +253,19 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
     else:
         _expect(walker, identity_adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    _expect(walker, _sums(walker, add, body[-1].output, other), add.node, "the residual Add should sum the body and the shortcut")
+    _expect(
+        walker,
+        _sums(walker, add, body[-1].output, other),
+        add.node,
+        "the residual Add should sum the body and the shortcut",
+    )
     _expect(walker, add.constant is None, add.node, "the residual Add adds a stored constant")
     for layer in body + ([shortcut_conv, shortcut_bn] if shortcut_conv else []):
         walker.visit(layer)
     walker.visit(add)
     relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
-    bodies_convs = [l for l in body if isinstance(l, ConvLayer)]
-    bns = [l for l in body if isinstance(l, BatchNormLayer)]
+    bodies_convs = [layer for layer in body if isinstance(layer, ConvLayer)]
+    bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
     block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node)
     return block, relu.output
 
@@ -258,7 +288,10 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
     if others:
         raise walker.fail(others[0].node, "expected the pre-activation BN of a block or the residual Add here")
     if len(bns) != 1 or len(adds) > 1:
-        raise walker.fail((bns[1:] + adds[1:] + users)[0].node, "a pre-activation block reads its input with one BN (and at most one Add)")
+        raise walker.fail(
+            (bns[1:] + adds[1:] + users)[0].node,
+            "a pre-activation block reads its input with one BN (and at most one Add)",
+        )
     pre_bn = walker.visit(bns[0])
     pre_relu = walker.only_user(pre_bn.output, ReluLayer, "the ReLU of the pre-activation")
     a = pre_relu.output
@@ -266,7 +299,10 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
     convs = [u for u in a_users if isinstance(u, ConvLayer)]
     if len(convs) != len(a_users) or not convs or len(convs) > 2:
         odd = [u for u in a_users if not isinstance(u, ConvLayer)]
-        raise walker.fail((odd or a_users or [pre_relu])[0].node, "a pre-activated tensor feeds the body conv and at most a projection conv")
+        raise walker.fail(
+            (odd or a_users or [pre_relu])[0].node,
+            "a pre-activated tensor feeds the body conv and at most a projection conv",
+        )
     paths = sorted((_chain_from(walker, c) for c in convs), key=lambda p: len(p[0]), reverse=True)
     body, add, stop = paths[0]
     kind = _match_body(walker, body, V2_BODIES, stop, add)
@@ -274,20 +310,38 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
     if len(paths) == 2:
         short, short_add, short_stop = paths[1]
         if short_add is not add or len(short) != 1:
-            raise walker.fail((short[1:] or [short_stop or short[0]])[0].node, "a pre-activation projection should be one 1x1 conv meeting the body at its Add")
+            raise walker.fail(
+                (short[1:] or [short_stop or short[0]])[0].node,
+                "a pre-activation projection should be one 1x1 conv meeting the body at its Add",
+            )
         shortcut_conv = short[0]
-        _expect(walker, not adds, adds[0].node if adds else add.node, "a block with a projection also adds its raw input")
+        _expect(
+            walker, not adds, adds[0].node if adds else add.node, "a block with a projection also adds its raw input"
+        )
         other = shortcut_conv.output
     else:
         _expect(walker, adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    _expect(walker, _sums(walker, add, body[-1].output, other), add.node, "the residual Add should sum the body and the shortcut")
+    _expect(
+        walker,
+        _sums(walker, add, body[-1].output, other),
+        add.node,
+        "the residual Add should sum the body and the shortcut",
+    )
     _expect(walker, add.constant is None, add.node, "the residual Add adds a stored constant")
     for layer in body + ([shortcut_conv] if shortcut_conv else []):
         walker.visit(layer)
     walker.visit(add)
-    body_bns = [l for l in body if isinstance(l, BatchNormLayer)]
-    block = Block("v2", kind, [l for l in body if isinstance(l, ConvLayer)], [pre_bn] + body_bns, shortcut_conv, None, pre_bn.node)
+    body_bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
+    block = Block(
+        "v2",
+        kind,
+        [layer for layer in body if isinstance(layer, ConvLayer)],
+        [pre_bn] + body_bns,
+        shortcut_conv,
+        None,
+        pre_bn.node,
+    )
     return block, add.output
 
 

@@ -34,7 +34,9 @@ def onnxruntime_logits(path: str | Path, input_name: str, x: np.ndarray) -> np.n
     return session.run(None, {input_name: x})[0]
 
 
-def verify_with_onnxruntime(conversion: Conversion, path: str | Path, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> dict[str, Any]:
+def verify_with_onnxruntime(
+    conversion: Conversion, path: str | Path, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0
+) -> dict[str, Any]:
     """Compare the port with onnxruntime on a seeded input; the figures go into the metadata."""
     details = conversion.metadata.source.details
     try:

@@ -24,8 +24,13 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from tests.peers.mxnet_cache import mxnet_fixtures  # noqa: E402,F401 - the MXNet-exported ONNX files
 
-BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
-          101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
+BLOCKS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 TOLERANCE = 1e-4  # max |diff| relative to the largest logit, as the issue states
 
 
@@ -69,14 +74,25 @@ class Graph:
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int, bias: bool = False, group: int = 1) -> str:
         name = self.name("conv")
         fan_in = cin // group * k * k
-        w = self.init(f"{name}_weight", (self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+        w = self.init(
+            f"{name}_weight",
+            (self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32),
+        )
         inputs = [x, w]
         if bias:
             inputs.append(self.init(f"{name}_bias", self.rng.uniform(-0.3, 0.3, cout).astype(np.float32)))
         self.conv_names.append(name)
         # MXNet's exporter leaves Conv nodes unnamed: the converter must not need names.
-        return self.add("Conv", inputs, "", kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
-                        dilations=[1, 1], group=group)
+        return self.add(
+            "Conv",
+            inputs,
+            "",
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[k // 2] * 4,
+            dilations=[1, 1],
+            group=group,
+        )
 
     def bn(self, x: str, c: int, gamma: np.ndarray | None = None, beta: np.ndarray | None = None) -> str:
         name = self.name("batchnorm")
@@ -164,7 +180,14 @@ def build_resnet_onnx(
         x = g.add("Gemm", [x, g.init("fc_weight", w), g.init("fc_bias", bias)], "dense0", transB=1, alpha=1.0, beta=1.0)
     elif classifier == "gemm_transposed_scaled":
         # (in, out) weight, alpha 0.5 / beta 2: the same logits only if both are honoured.
-        x = g.add("Gemm", [x, g.init("fc_weight", 2 * w.T), g.init("fc_bias", bias / 2)], "dense0", transB=0, alpha=0.5, beta=2.0)
+        x = g.add(
+            "Gemm",
+            [x, g.init("fc_weight", 2 * w.T), g.init("fc_bias", bias / 2)],
+            "dense0",
+            transB=0,
+            alpha=0.5,
+            beta=2.0,
+        )
     elif classifier == "matmul_add":
         x = g.add("MatMul", [x, g.init("fc_weight", w.T.copy())], "dense0")
         x = g.add("Add", [x, g.init("fc_bias", bias)], "dense0_bias")
@@ -178,8 +201,16 @@ def build_resnet_onnx(
         nodes,
         "resnet",
         # dynamic: batch and image size left symbolic, as many exporters leave them.
-        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, "H", "W"] if dynamic else [batch, 3, size, size])],
-        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, ["N" if dynamic else batch, num_classes])],
+        [
+            helper.make_tensor_value_info(
+                "data", TensorProto.FLOAT, ["N", 3, "H", "W"] if dynamic else [batch, 3, size, size]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                nodes[-1].output[0], TensorProto.FLOAT, ["N" if dynamic else batch, num_classes]
+            )
+        ],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -190,8 +221,19 @@ def build_resnet_onnx(
     return OnnxNet(path, inp, run_onnxruntime(path, inp) if run else None, g.bn_names, g.conv_names)
 
 
-def _block(g: Graph, x: str, cin: int, planes: int, out: int, stride: int, kind: str, residual: str,
-           stride_in: str, bias_roles: tuple[str, ...], project: bool) -> str:
+def _block(
+    g: Graph,
+    x: str,
+    cin: int,
+    planes: int,
+    out: int,
+    stride: int,
+    kind: str,
+    residual: str,
+    stride_in: str,
+    bias_roles: tuple[str, ...],
+    project: bool,
+) -> str:
     if kind == "bottleneck":
         s1, s2 = (stride, 1) if stride_in == "1x1" else (1, stride)
         convs = [(cin, planes, 1, s1), (planes, planes, 3, s2), (planes, out, 1, 1)]

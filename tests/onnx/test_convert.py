@@ -163,7 +163,12 @@ def test_projection_on_every_first_block(build):
 
 @pytest.mark.parametrize(
     "classifier,flatten",
-    [("gemm", "reshape"), ("gemm", "reshape_constant"), ("gemm_transposed_scaled", "flatten"), ("matmul_add", "flatten")],
+    [
+        ("gemm", "reshape"),
+        ("gemm", "reshape_constant"),
+        ("gemm_transposed_scaled", "flatten"),
+        ("matmul_add", "flatten"),
+    ],
 )
 def test_classifier_forms(build, classifier, flatten):
     net = build(depth=18, residual="v1", classifier=classifier, flatten=flatten)

@@ -50,8 +50,11 @@ def vgg_like(path) -> None:
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "vgg", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
+        nodes,
+        "vgg",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        inits,
     )
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
 
@@ -104,7 +107,9 @@ def test_a_grouped_conv_is_refused(build, tmp_path, capsys):
         conv = convs[2]  # layer1.0.conv2 of a bottleneck net (stem, conv1, conv2, ...)
         weights = {t.name: t for t in inits}
         w = numpy_helper.to_array(weights[conv.input[1]])
-        weights[conv.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w[:, : w.shape[1] // 2]), conv.input[1]))
+        weights[conv.input[1]].CopyFrom(
+            numpy_helper.from_array(np.ascontiguousarray(w[:, : w.shape[1] // 2]), conv.input[1])
+        )
         for attribute in conv.attribute:
             if attribute.name == "group":
                 attribute.i = 2
@@ -154,7 +159,13 @@ def test_truncated_files_are_refused(build, tmp_path, capsys, fraction):
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"not an onnx model\n", bytes(range(256)) * 4, b"\x08\x07\x12\x04junk" + b"\xff" * 64, b"PK\x03\x04" + b"\x00" * 100],
+    [
+        b"",
+        b"not an onnx model\n",
+        bytes(range(256)) * 4,
+        b"\x08\x07\x12\x04junk" + b"\xff" * 64,
+        b"PK\x03\x04" + b"\x00" * 100,
+    ],
 )
 def test_garbage_files_are_refused(tmp_path, capsys, content):
     path = tmp_path / "garbage.onnx"
