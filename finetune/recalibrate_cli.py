@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.resolve() == args.checkpoint.resolve():
         raise InputError(f"{args.output}: the output would overwrite the input checkpoint; choose another -o")
     model, metadata = load_model(args.checkpoint, arch=args.arch, preset=args.preset)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise InputError(f"--device {args.device!r} is not a device name ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     source, images = _batch_source(args, metadata, device)
     bn_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
     passes = bn_layers if args.mode == "sequential" else 1
