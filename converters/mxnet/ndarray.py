@@ -22,6 +22,7 @@ the array and the byte offset, never an IndexError or a silent short array.
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -110,7 +111,7 @@ def _read_array(reader: _Reader, index: int) -> np.ndarray | None:
         known = ", ".join(f"{k} {v}" for k, v in DTYPE_NAMES.items())
         raise CheckpointError(f"{reader.path}: {where} has unknown dtype flag {flag}; known flags: {known}")
     dtype = DTYPES[flag]
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: a forged shape must not wrap around int64 to a small count
     raw = reader.take(count * dtype.itemsize, f"the {DTYPE_NAMES[flag]} data of {where} with shape {tuple(shape)}")
     array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
     if flag == BF16:
