@@ -110,6 +110,15 @@ class Shard:
             return cls(dist.get_rank(), dist.get_world_size(), owns_group=True)
         return cls()
 
+    def device_for(self, device: torch.device) -> torch.device:
+        """One GPU per process: ``cuda`` under torchrun means ``cuda:LOCAL_RANK``."""
+        if device.type != "cuda" or device.index is not None or self.world == 1:
+            return device
+        local = int(os.environ.get("LOCAL_RANK", self.rank % torch.cuda.device_count()))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        return device
+
     def take(self, items: Sequence[Any]) -> list[Any]:
         return list(items[self.rank :: self.world])
 
@@ -219,6 +228,7 @@ def evaluate(
     """
     dev = resolve_device(device)
     shard = Shard.current(dev)
+    dev = shard.device_for(dev)
     try:
         return _evaluate(
             model, metadata, data_dir, crops, labels_file, classes_file, resize, crop, interpolation,
@@ -253,33 +263,28 @@ def _evaluate(
     records: list[dict[str, Any]] = []
     skipped: list[str] = []
     bar = tqdm(total=len(mine), unit="img", desc=f"validate {crops}-crop", disable=not progress or shard.rank != 0, dynamic_ncols=True)
+    failure: str | None = None  # a bad image: raised on every rank after the exchange, not before it
     start = time.perf_counter()
     with torch.inference_mode():
         loader = _loader(ImageDataset(mine, transform), batch_size, workers, dev)
-        for batch in _batches(loader, mine, skip_bad, skipped, bar):
-            pixels = batch.pixels[0].to(dev, non_blocking=True)
-            means = batch.mean_crops[0].to(dev, non_blocking=True) if batch.mean_crops[0] is not None else None
-            logits = model(normalizer(pixels, means, channels_last))
-            probs = average_crop_probabilities(logits, crops)
-            hits = tally.add(probs, batch.labels)
-            if predictions is not None:
-                top = probs.topk(min(5, num_classes), dim=1)
-                for row, local in enumerate(batch.indices.tolist()):
-                    records.append(
-                        {
-                            "index": shard.global_index(local),
-                            "path": str(mine[local].path),
-                            "label": int(batch.labels[row]),
-                            "top5": top.indices[row].tolist(),
-                            "probs": [round(float(p), 7) for p in top.values[row]],
-                            "top1_correct": bool(hits[1][row]),
-                        }
-                    )
+        try:
+            for batch in _batches(loader, mine, skip_bad, skipped, bar):
+                pixels = batch.pixels[0].to(dev, non_blocking=True)
+                means = batch.mean_crops[0].to(dev, non_blocking=True) if batch.mean_crops[0] is not None else None
+                probs = average_crop_probabilities(model(normalizer(pixels, means, channels_last)), crops)
+                hits = tally.add(probs, batch.labels)
+                if predictions is not None:
+                    records += _records(probs, batch, hits, mine, shard)
+        except BadImageError as exc:
+            failure = str(exc)
     elapsed = time.perf_counter() - start
     bar.close()
 
     # One exchange: counts, per-image records, skipped files and times of every rank.
-    gathered = shard.gather((tally.as_tensor(), records, skipped, elapsed))
+    gathered = shard.gather((tally.as_tensor(), records, skipped, elapsed, failure))
+    failures = [g[4] for g in gathered if g[4] is not None]
+    if failures:
+        raise BadImageError(failures[0])
     tally = Tally.from_tensor(sum(g[0] for g in gathered), num_classes)
     records = sorted((r for g in gathered for r in g[1]), key=lambda r: r["index"])
     skipped = sorted(p for g in gathered for p in g[2])
@@ -334,6 +339,21 @@ def _evaluate(
     if predictions is not None and shard.rank == 0:
         write_predictions(predictions, records)
     return result
+
+
+def _records(probs: torch.Tensor, batch: Batch, hits: dict, samples: Sequence, shard: Shard) -> list[dict[str, Any]]:
+    top = probs.topk(min(5, probs.shape[1]), dim=1)
+    return [
+        {
+            "index": shard.global_index(local),
+            "path": str(samples[local].path),
+            "label": int(batch.labels[row]),
+            "top5": top.indices[row].tolist(),
+            "probs": [round(float(p), 7) for p in top.values[row]],
+            "top1_correct": bool(hits[1][row]),
+        }
+        for row, local in enumerate(batch.indices.tolist())
+    ]
 
 
 def write_predictions(path: str | Path, records: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from validation import evaluate
+from validation.decode import BadImageError
 
 from .conftest import FOLDER_FILES, tiny_metadata, tiny_model
 
@@ -36,7 +37,7 @@ def free_port() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
-def _rank_main(rank: int, world: int, port: int, data: str, out_dir: str) -> None:
+def _rank_main(rank: int, world: int, port: int, data: str, out_dir: str, bad_data: str) -> None:
     """1-crop in a process group this function sets up; 10-crop in the one evaluate() sets up from
     torchrun's environment variables (the path ``torchrun -m validation.cli`` takes)."""
     torch.set_num_threads(1)
@@ -48,6 +49,16 @@ def _rank_main(rank: int, world: int, port: int, data: str, out_dir: str) -> Non
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port + 1))
     _run(rank, data, out_dir, 10)
     assert not dist.is_initialized()  # evaluate() closed the group it opened
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        del os.environ[key]
+    # A bad image on one rank only: both ranks stop with the error, neither waits for the other.
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world)
+    try:
+        evaluate(tiny_model(), tiny_metadata(), bad_data, 1, workers=0, progress=False)
+    except BadImageError as exc:
+        Path(out_dir, f"bad_{rank}.txt").write_text(str(exc))
+    finally:
+        dist.destroy_process_group()
 
 
 def _run(rank: int, data: str, out_dir: str, crops: int) -> None:
@@ -61,10 +72,10 @@ def comparable(result: dict) -> dict:
     return {k: result[k] for k in ("top1", "top5", "images", "crops", "skipped")} | {"per_rank": None}
 
 
-def test_two_gloo_processes_equal_one(imagefolder, tmp_path):
+def test_two_gloo_processes_equal_one(imagefolder, corrupt_folder, tmp_path):
     out = tmp_path / "two"
     out.mkdir()
-    mp.spawn(_rank_main, args=(2, free_port(), str(imagefolder), str(out)), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(2, free_port(), str(imagefolder), str(out), str(corrupt_folder)), nprocs=2, join=True)
     for crops in (1, 10):
         one_file = tmp_path / f"one{crops}.jsonl"
         single = evaluate(tiny_model(), tiny_metadata(), imagefolder, crops, predictions=one_file, workers=0, progress=False)
@@ -78,3 +89,6 @@ def test_two_gloo_processes_equal_one(imagefolder, tmp_path):
             a, b = json.loads(a), json.loads(b)
             assert (a["path"], a["label"], a["top5"]) == (b["path"], b["label"], b["top5"])
             assert a["probs"] == pytest.approx(b["probs"], abs=1e-6)
+    # The truncated file is the second of three: rank 1's; rank 0 reports it too.
+    for rank in (0, 1):
+        assert "b_truncated.JPEG" in (out / f"bad_{rank}.txt").read_text()
