@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from converters.caffe.errors import CaffeFormatError
 from converters.caffe.schema import message_class
@@ -27,6 +28,8 @@ def blob_shape(blob: Any) -> tuple[int, ...]:
 
 
 def _shaped(values: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if any(d < 0 for d in shape):
+        raise CaffeFormatError(f"{where}: blob shape {list(shape)} has a negative dimension")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if values.size != count:
         raise CaffeFormatError(f"{where}: blob of shape {list(shape)} holds {values.size} values, expected {count}")
@@ -52,7 +55,10 @@ def parse_blob(buf: memoryview, start: int, end: int, where: str) -> np.ndarray:
     for number, wire, a, b, _ in iter_fields(buf, start, end, where):
         if number == _SHAPE and wire == LEN:
             shape_msg = message_class("BlobShape")()
-            shape_msg.ParseFromString(bytes(buf[a:b]))
+            try:
+                shape_msg.ParseFromString(bytes(buf[a:b]))
+            except DecodeError as exc:
+                raise CaffeFormatError(f"{where}: unreadable blob shape: {exc}") from exc
             shape = tuple(int(d) for d in shape_msg.dim)
         elif number in (_DATA, _DOUBLE_DATA):
             dtype = np.dtype("<f4") if number == _DATA else np.dtype("<f8")

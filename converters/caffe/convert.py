@@ -112,7 +112,7 @@ def _nodes(net: Any, model: CaffeModel, where: str, model_where: str, report: Co
         blobs = model.blobs.get(layer.name, [])
         if layer.type in WEIGHTED_TYPES and layer.name not in model.blobs:
             raise ConversionError(f"{model_where}: has no weights for layer {layer.name!r} ({layer.type}) of {where}: missing layer")
-        nodes.append(read_layer(layer, blobs, where if layer.name in model.blobs else where))
+        nodes.append(read_layer(layer, blobs, where))
     return nodes
 
 

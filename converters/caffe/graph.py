@@ -290,6 +290,15 @@ def _conv_geometry(unit: ConvUnit, kernel: int, pad: int, where: str, role: str)
         )
 
 
+def _check_in_channels(unit: ConvUnit, channels: int, where: str) -> None:
+    weight = unit.conv.tensors["weight"]
+    if weight.shape[1] != channels:
+        raise ConversionError(
+            f"{where}: layer {unit.conv.name!r} blob 0 has shape {list(weight.shape)}: {weight.shape[1]} input channels, "
+            f"but its input has {channels}"
+        )
+
+
 def _stem_pool(node: Node | None, where: str) -> str:
     if node is None:
         return "none"
@@ -378,8 +387,11 @@ def to_spec(graph: ResNetGraph, where: str) -> tuple[ResNetSpec, list[tuple[str,
         for b, block in enumerate(stage):
             prefix = f"layer{s + 1}.{b}"
             kernels = [1, 3, 1] if bottleneck else [3, 3]
+            feeding = cin
             for k, (unit, kernel) in enumerate(zip(block.body, kernels)):
                 _conv_geometry(unit, kernel, kernel // 2, where, f"{kernel}x{kernel} body convolution")
+                _check_in_channels(unit, feeding, where)
+                feeding = unit.conv.attrs["out"]
                 units.append((f"{prefix}.conv{k + 1}|{prefix}.bn{k + 1}", unit))
             if block.body[-1].conv.attrs["out"] != out:
                 raise ConversionError(f"{where}: block ending at {block.eltwise.name!r} makes {block.body[-1].conv.attrs['out']} channels, its stage {out}")
@@ -400,6 +412,7 @@ def to_spec(graph: ResNetGraph, where: str) -> tuple[ResNetSpec, list[tuple[str,
                 )
             if block.shortcut is not None:
                 _conv_geometry(block.shortcut, 1, 0, where, "1x1 projection")
+                _check_in_channels(block.shortcut, cin, where)
                 if block.shortcut.conv.attrs["out"] != out:
                     raise ConversionError(f"{where}: projection {block.shortcut.conv.name!r} makes {block.shortcut.conv.attrs['out']} channels, the body {out}")
                 units.append((f"{prefix}.downsample.0|{prefix}.downsample.1", block.shortcut))

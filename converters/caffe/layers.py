@@ -105,12 +105,10 @@ def convolution(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     dilation = _pair(p.dilation, None, None, 1, "dilation", layer, where)
     out = int(p.num_output)
     weight = blobs[0]
-    if weight.ndim != 4 and weight.size:
-        # Only the input channels are unknown here; the graph checks them against the producer.
-        pass
-    in_per_group = weight.shape[1] if weight.ndim == 4 else None
-    if in_per_group is None:
-        raise ConversionError(f"{where}: layer {layer.name!r} blob 0 has shape {list(weight.shape)}, expected 4 axes")
+    if weight.ndim != 4:
+        raise ConversionError(f"{where}: layer {layer.name!r} blob 0 has shape {list(weight.shape)}, expected 4 axes (O, C, kh, kw)")
+    # Only the input channels are not known from the layer itself; the graph checks them.
+    in_per_group = weight.shape[1]
     node = _node(
         layer,
         attrs={"out": out, "kernel": kernel, "stride": stride, "pad": pad, "dilation": dilation, "group": int(p.group)},

@@ -102,3 +102,13 @@ def test_bn_scale_factor_zero_means_zero_statistics(tmp_path):
     assert torch.equal(conversion.state_dict["layer1.0.bn1.running_mean"], torch.zeros(4))
     assert torch.equal(conversion.state_dict["layer1.0.bn1.running_var"], torch.zeros(4))
     assert conversion.metadata.verification["max_rel_diff"] < 1e-5
+
+
+def test_input_channel_mismatch_names_the_layer(tmp_path):
+    net = parse_prototxt(resnet_prototxt())
+    blobs = weights_for(net, seed=3)
+    weight = blobs["res3a_branch2b"][0]
+    blobs["res3a_branch2b"][0] = np.zeros((weight.shape[0], weight.shape[1] + 1, 3, 3), np.float32)
+    path = write_caffemodel(tmp_path / "c.caffemodel", net, blobs)
+    with pytest.raises(ConversionError, match=r"'res3a_branch2b' blob 0 has shape \[8, 9, 3, 3\]: 9 input channels, but its input has 8"):
+        convert_caffe(path)
