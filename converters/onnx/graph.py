@@ -82,6 +82,8 @@ class OnnxGraph:
                 f"{self.where(node)}: its {what} '{name}' is computed in the graph, expected a stored initializer"
             )
         array = self.initializers[name]
+        if array.dtype.kind != "f":
+            raise ConversionError(f"{self.where(node)}: {what} '{name}' has dtype {array.dtype}, expected floats")
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if allowed is not None and array.ndim not in allowed:
             raise ConversionError(

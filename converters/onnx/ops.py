@@ -156,11 +156,32 @@ def parse_node(node: Node, graph: OnnxGraph) -> Layer:
 # -- attribute helpers --------------------------------------------------------------------------
 
 
+def _int(node: Node, graph: OnnxGraph, name: str, default: int) -> int:
+    value = node.attrs.get(name, default)
+    if not isinstance(value, int):
+        raise ConversionError(f"{graph.where(node)}: attribute {name}={value!r}, expected an integer")
+    return value
+
+
+def _float(node: Node, graph: OnnxGraph, name: str, default: float) -> float:
+    value = node.attrs.get(name, default)
+    if not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ConversionError(f"{graph.where(node)}: attribute {name}={value!r}, expected a finite number")
+    return float(value)
+
+
+def _ints(node: Node, graph: OnnxGraph, name: str, default: list[int]) -> list[int]:
+    value = node.attrs.get(name, default)
+    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        raise ConversionError(f"{graph.where(node)}: attribute {name}={value!r}, expected a list of integers")
+    return value
+
+
 def _pair(node: Node, graph: OnnxGraph, name: str, default: tuple[int, int]) -> tuple[int, int]:
-    value = node.attrs.get(name)
-    if value is None:
+    if name not in node.attrs:
         return default
-    if not isinstance(value, list) or len(value) != 2:
+    value = _ints(node, graph, name, [])
+    if len(value) != 2:
         raise ConversionError(f"{graph.where(node)}: attribute {name}={value!r}, expected two values (2-D)")
     return int(value[0]), int(value[1])
 
@@ -174,7 +195,7 @@ def _pads(node: Node, graph: OnnxGraph) -> tuple[int, int, int, int]:
             f"{graph.where(node)}: auto_pad={auto_pad} pads by the input size, which the reference "
             "layers cannot reproduce; expected explicit pads"
         )
-    pads = node.attrs.get("pads", [0, 0, 0, 0])
+    pads = _ints(node, graph, "pads", [0, 0, 0, 0])
     if not isinstance(pads, list) or len(pads) != 4:
         raise ConversionError(f"{graph.where(node)}: pads={pads}, expected 4 values (2-D)")
     return int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])
@@ -208,8 +229,8 @@ def read_conv(node: Node, graph: OnnxGraph) -> ConvLayer:
         raise ConversionError(
             f"{graph.where(node)}: bias has {bias.shape[0]} values for {weight.shape[0]} output channels"
         )
-    kernel = node.attrs.get("kernel_shape")
-    if kernel is not None and tuple(int(k) for k in kernel) != tuple(weight.shape[2:]):
+    kernel = _ints(node, graph, "kernel_shape", list(weight.shape[2:]))
+    if tuple(int(k) for k in kernel) != tuple(weight.shape[2:]):
         raise ConversionError(f"{graph.where(node)}: kernel_shape={kernel} but the weight is {tuple(weight.shape)}")
     return ConvLayer(
         node,
@@ -219,7 +240,7 @@ def read_conv(node: Node, graph: OnnxGraph) -> ConvLayer:
         stride=_pair(node, graph, "strides", (1, 1)),
         pads=_pads(node, graph),
         dilation=_pair(node, graph, "dilations", (1, 1)),
-        group=int(node.attrs.get("group", 1)),
+        group=_int(node, graph, "group", 1),
     )
 
 
@@ -227,12 +248,12 @@ def read_conv(node: Node, graph: OnnxGraph) -> ConvLayer:
 def read_batch_norm(node: Node, graph: OnnxGraph) -> BatchNormLayer:
     # Opsets before 9 had `spatial`; 0 means statistics per activation, not per channel.  The ONNX
     # zoo's first MXNet exports wrote 0 by mistake (onnx/models#294); refuse rather than guess.
-    if int(node.attrs.get("spatial", 1)) != 1:
+    if _int(node, graph, "spatial", 1) != 1:
         raise ConversionError(
             f"{graph.where(node)}: spatial=0 (per-activation statistics) is not a per-channel BatchNorm; "
             "ONNX zoo files exported before 2020 carry this flag by mistake: use the regenerated file"
         )
-    if node.attrs.get("training_mode", 0):
+    if _int(node, graph, "training_mode", 0):
         raise ConversionError(
             f"{graph.where(node)}: training_mode=1 normalises with batch statistics, expected inference"
         )
@@ -246,7 +267,7 @@ def read_batch_norm(node: Node, graph: OnnxGraph) -> BatchNormLayer:
     if len(node.outputs) > 1 and any(node.outputs[1:]):
         raise ConversionError(f"{graph.where(node)}: outputs running statistics (training mode), expected inference")
     return BatchNormLayer(
-        node, _data(node, graph), scale, bias, mean, var, eps=nice_eps(float(node.attrs.get("epsilon", 1e-5)))
+        node, _data(node, graph), scale, bias, mean, var, eps=nice_eps(_float(node, graph, "epsilon", 1e-5))
     )
 
 
@@ -267,7 +288,7 @@ def read_max_pool(node: Node, graph: OnnxGraph) -> MaxPoolLayer:
         kernel=_pair(node, graph, "kernel_shape", (0, 0)),
         stride=_pair(node, graph, "strides", (1, 1)),
         pads=_pads(node, graph),
-        ceil_mode=bool(node.attrs.get("ceil_mode", 0)),
+        ceil_mode=bool(_int(node, graph, "ceil_mode", 0)),
     )
 
 
@@ -278,7 +299,7 @@ def read_global_average_pool(node: Node, graph: OnnxGraph) -> AvgPoolLayer:
 
 @onnx_op("AveragePool")
 def read_average_pool(node: Node, graph: OnnxGraph) -> AvgPoolLayer:
-    if node.attrs.get("ceil_mode", 0):
+    if _int(node, graph, "ceil_mode", 0):
         raise ConversionError(f"{graph.where(node)}: ceil_mode=1 average pooling, expected floor rounding")
     return AvgPoolLayer(
         node,
@@ -304,8 +325,9 @@ def read_add(node: Node, graph: OnnxGraph) -> AddLayer:
 
 @onnx_op("Flatten")
 def read_flatten(node: Node, graph: OnnxGraph) -> FlattenLayer:
-    if int(node.attrs.get("axis", 1)) != 1:
-        raise ConversionError(f"{graph.where(node)}: axis={node.attrs['axis']}, expected 1 (keep the batch axis)")
+    axis = _int(node, graph, "axis", 1)
+    if axis != 1:
+        raise ConversionError(f"{graph.where(node)}: axis={axis}, expected 1 (keep the batch axis)")
     return FlattenLayer(node, _data(node, graph))
 
 
@@ -319,7 +341,7 @@ def read_reshape(node: Node, graph: OnnxGraph) -> FlattenLayer:
                 f"{graph.where(node)}: its target shape is computed in the graph, expected a constant"
             )
     else:
-        shape = np.asarray(node.attrs.get("shape", []))
+        shape = np.asarray(_ints(node, graph, "shape", []))
     shape = [int(v) for v in np.asarray(shape).reshape(-1)]
     flattens = len(shape) == 2 and (shape[1] == -1 or shape[1] > 0) and shape[0] >= -1 and shape != [-1, -1]
     if not flattens:
@@ -329,16 +351,16 @@ def read_reshape(node: Node, graph: OnnxGraph) -> FlattenLayer:
 
 @onnx_op("Gemm")
 def read_gemm(node: Node, graph: OnnxGraph) -> LinearLayer:
-    if int(node.attrs.get("transA", 0)) != 0:
+    if _int(node, graph, "transA", 0) != 0:
         raise ConversionError(f"{graph.where(node)}: transA=1 transposes the features, expected transA=0")
     weight = graph.constant(node, 1, "weight", ndim=2).astype(np.float64)
     # PyTorch's Linear stores (out, in), which is Gemm's B with transB=1; transB=0 stores (in, out).
-    if int(node.attrs.get("transB", 0)) == 0:
+    if _int(node, graph, "transB", 0) == 0:
         weight = weight.T
-    weight = weight * float(node.attrs.get("alpha", 1.0))
+    weight = weight * _float(node, graph, "alpha", 1.0)
     bias = None
     if len(node.inputs) > 2 and node.inputs[2]:
-        bias = graph.constant(node, 2, "bias", ndim=(1, 2)).astype(np.float64) * float(node.attrs.get("beta", 1.0))
+        bias = graph.constant(node, 2, "bias", ndim=(1, 2)).astype(np.float64) * _float(node, graph, "beta", 1.0)
         if bias.ndim == 2:
             if bias.shape[0] != 1:
                 raise ConversionError(f"{graph.where(node)}: bias of shape {bias.shape}, expected (out,) or (1, out)")
