@@ -69,6 +69,17 @@ def _metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: di
     )
 
 
+def _conv_bias_roles(sd: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The spec's conv_bias roles of the convs that carry a bias in the renamed tensors."""
+    roles = set()
+    for key in sd:
+        if key == "conv1.bias":
+            roles.add("stem")
+        elif match := re.match(r"^layer\d+\.\d+\.(conv[123]|downsample\.0)\.bias$", key):
+            roles.add("downsample" if match.group(1) == "downsample.0" else match.group(1))
+    return tuple(sorted(roles))
+
+
 def _input_bn_kind(beta: np.ndarray) -> list[str]:
     """An input BN with fix_gamma: gamma is 1; an all-zero beta makes it the affine-free BN as well."""
     return ["affine_free", "fixed_gamma"] if not np.any(beta) else ["fixed_gamma"]
@@ -113,13 +124,6 @@ def _gluon_spec(path: Path, version: str, sd: dict[str, np.ndarray], input_bn: s
         widths, base = planes, base_width.pop()
     else:
         widths, base = conv1_width, 64
-    roles = {"conv1.bias": "stem", "conv1": "conv1", "conv2": "conv2", "conv3": "conv3", "downsample.0": "downsample"}
-    conv_bias = set()
-    for key in sd:
-        if key == "conv1.bias":
-            conv_bias.add("stem")
-        elif m := re.match(r"^layer\d+\.\d+\.(conv\d|downsample\.0)\.bias$", key):
-            conv_bias.add(roles[m.group(1)])
     try:
         return ResNetSpec(
             block="bottleneck" if bottleneck else "basic",
@@ -132,7 +136,7 @@ def _gluon_spec(path: Path, version: str, sd: dict[str, np.ndarray], input_bn: s
             widths=tuple(widths),
             base_width=base,
             input_bn=input_bn,
-            conv_bias=tuple(sorted(conv_bias)),
+            conv_bias=_conv_bias_roles(sd),
             bn_eps=GLUON_BN_EPS,
             num_classes=shape("fc.weight")[0],
             in_chans=shape("conv1.weight")[1],
@@ -238,12 +242,6 @@ def _symbol_spec(
         projection = "first_of_stage"
     else:
         projection = "when_needed"
-    conv_bias = set()
-    for key in sd:
-        if key == "conv1.bias":
-            conv_bias.add("stem")
-        elif m := re.match(r"^layer\d+\.\d+\.(conv\d|downsample\.0)\.bias$", key):
-            conv_bias.add("downsample" if m.group(1) == "downsample.0" else m.group(1))
     counts = Counter(eps.values())
     bn_eps = max(counts, key=lambda value: (counts[value], -value))
     overrides = tuple((name, value) for name, value in eps.items() if value != bn_eps and not (name == "data_bn" and input_bn == "none"))
@@ -260,7 +258,7 @@ def _symbol_spec(
             widths=tuple(widths),
             base_width=base,
             input_bn=input_bn,
-            conv_bias=tuple(sorted(conv_bias)),
+            conv_bias=_conv_bias_roles(sd),
             bn_eps=bn_eps,
             bn_eps_overrides=overrides,
             head_pool=found.head_pool,

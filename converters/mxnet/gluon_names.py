@@ -13,7 +13,6 @@ exactly one of them.
 from __future__ import annotations
 
 import re
-from typing import Callable
 
 BN = r"(?P<bn>gamma|beta|running_mean|running_var)"
 BN_RENAME = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"}

@@ -103,7 +103,8 @@ class _Walker:
         return data[0]
 
     # -- stem ---------------------------------------------------------------------------------------
-    def stem(self) -> tuple[SymbolNode | None, SymbolNode, str, str, SymbolNode]:
+    def stem(self) -> tuple[SymbolNode | None, SymbolNode, SymbolNode, str, str, SymbolNode]:
+        """(input BN or None, stem conv, stem BN, stem kind, stem pool, the stem's output node)."""
         node = self.only_consumer(self.input_node(), "BatchNorm or Convolution")
         input_bn = None
         if _kind(node) == "bn":
@@ -128,8 +129,7 @@ class _Walker:
         stem_pool, output = "none", relu
         if len(consumers) == 1 and consumers[0].op == "Pooling":
             stem_pool, output = self.stem_pool(consumers[0]), consumers[0]
-        self.stem_nodes = (bn, output if output is not relu else None)
-        return input_bn, conv, stem_kind, stem_pool, output
+        return input_bn, conv, bn, stem_kind, stem_pool, output
 
     def stem_pool(self, pool: SymbolNode) -> str:
         if pool.attr_str("pool_type", "max") != "max" or pool.attr_bool("global_pool", False):
@@ -247,8 +247,7 @@ class _Walker:
 
     # -- all of it ----------------------------------------------------------------------------------
     def run(self) -> Recognised:
-        input_bn, stem_conv, stem_kind, stem_pool, current = self.stem()
-        stem_bn, _ = self.stem_nodes
+        input_bn, stem_conv, stem_bn, stem_kind, stem_pool, current = self.stem()
         adds = [n for n in self.graph.operators() if n.op in ADD_OPS]
         if not adds:
             raise ConversionError(f"{self.path}: the graph has no residual add; it is not a ResNet")
