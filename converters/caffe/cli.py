@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"{args.output}: unknown checkpoint extension; use .pth or .safetensors")
     conversion = convert_caffe(
         args.model, prototxt=args.prototxt, mean=args.mean, mean_values=args.mean_values,
-        rgb=args.rgb, verify=args.verify, verify_seed=args.seed,
+        rgb=args.rgb, verify=args.verify, verify_seed=args.seed, progress=sys.stderr.isatty(),
     )
     summary = write_outputs(conversion, args)
     if args.json:

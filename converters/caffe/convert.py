@@ -124,6 +124,7 @@ def convert_caffe(
     rgb: bool = False,
     verify: bool = False,
     verify_seed: int = 0,
+    progress: bool = False,
 ) -> Conversion:
     """Convert a Caffe ResNet (``.caffemodel`` or ``.caffemodel.h5``) onto the reference ResNet.
 
@@ -222,7 +223,9 @@ def convert_caffe(
     if verify:
         from converters.caffe.verify import verify_conversion
 
-        metadata.verification = verify_conversion(conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed)
+        metadata.verification = verify_conversion(
+            conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed, progress=progress
+        )
     return conversion
 
 

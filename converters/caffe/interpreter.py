@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from converters.caffe.registry import lookup, register
 from resnet_port.errors import ConversionError
@@ -193,12 +194,14 @@ class CaffeInterpreter:
             self.ops[layer.name] = lookup(FRAMEWORK, layer.type, layer.name, "interpreter")
             self.params[layer.name] = [torch.from_numpy(np.array(b, dtype=np.float64 if dtype == torch.float64 else np.float32)) for b in blobs.get(layer.name, [])]
 
-    def forward(self, inputs: Mapping[str, np.ndarray | torch.Tensor], until: str | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, inputs: Mapping[str, np.ndarray | torch.Tensor], until: str | None = None, progress: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Run the net; return the final value of every blob.  ``until`` stops after the layer of
         that name (Caffe's in-place layers overwrite a blob: ``until="conv1"`` keeps the raw conv1)."""
         values: dict[str, torch.Tensor] = {name: torch.as_tensor(np.asarray(v), dtype=self.dtype) for name, v in inputs.items()}
         with torch.no_grad():
-            for layer in self.layers:
+            for layer in tqdm(self.layers, desc="interpreter", unit="layer", disable=not progress, leave=False):
                 if layer.type == "Input":
                     for top in layer.top:
                         if top not in values:

@@ -139,3 +139,17 @@ def test_release_mean_file_is_recorded(tiny, tmp_path, capsys):
     # BGR: the release's mean image has blue ~104, green ~117, red ~123 on average.
     assert np.allclose(image.reshape(3, -1).mean(1), [104, 117, 123], atol=3)
     assert isinstance(model, torch.nn.Module)
+
+
+def test_rgb_flips_conv1_and_the_mean_image(tiny, tmp_path, capsys):
+    bgr_out, rgb_out = tmp_path / "bgr.pth", tmp_path / "rgb.pth"
+    mean = CAFFE_REF / "ResNet_mean.binaryproto"
+    assert run([tiny["model"], "--mean", mean, "-o", bgr_out], capsys)[0] == 0
+    assert run([tiny["model"], "--mean", mean, "--rgb", "-o", rgb_out], capsys)[0] == 0
+    bgr_model, bgr_meta = load_model(bgr_out)
+    rgb_model, rgb_meta = load_model(rgb_out)
+    assert (bgr_meta.preprocessing.channel_order, rgb_meta.preprocessing.channel_order) == ("BGR", "RGB")
+    assert np.array_equal(rgb_meta.preprocessing.mean_image, bgr_meta.preprocessing.mean_image[::-1])
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-120, 135, (1, 3, 64, 64)).astype(np.float32))
+    with torch.inference_mode():
+        assert torch.allclose(bgr_model.eval()(x), rgb_model.eval()(x.flip(1)), rtol=0, atol=1e-5)
