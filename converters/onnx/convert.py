@@ -75,13 +75,16 @@ class _Targets:
                 )
 
 
-def _input_bn(targets: _Targets, bn: BatchNormLayer) -> None:
+def _input_bn(targets: _Targets, bn: BatchNormLayer) -> np.ndarray:
     """Map the input BN onto the reference's affine-free data_bn, folding any stored gamma/beta.
 
-    onnxruntime computes  g * (x - m) / sqrt(v + e) + b.  An affine-free BN computes
-    (x - m') / sqrt(v' + e').  Equal for every x when sqrt(v' + e') = sqrt(v + e) / g and
-    m' = m - b * sqrt(v + e) / g, which needs g > 0.  eps stays e unless that would make a
-    variance negative; then e' is lowered to the smallest (v + e) / g^2 and v' takes up the rest.
+    onnxruntime computes  y = g * (x - m) / sqrt(v + e) + b.  An affine-free BN computes
+    u = (x - m') / sqrt(v' + e').  With s = sqrt(v + e) / |g| and sign = sign(g):
+    y = sign * u  when  sqrt(v' + e') = s  and  m' = m - sign * b * s.  eps stays e unless that
+    would make a variance negative; then e' is lowered to the smallest s^2 and v' takes up the rest.
+    The sign goes into the stem conv's input channels (its zero padding is unchanged by a sign), so
+    the caller multiplies conv1's weights by the returned per-channel signs.  g = 0 (a constant
+    channel) has no such form and is refused.
     """
     where = targets.graph.where(bn.node)
     g = bn.scale.astype(np.float64)
@@ -90,6 +93,7 @@ def _input_bn(targets: _Targets, bn: BatchNormLayer) -> None:
     v = bn.var.astype(np.float64)
     e = float(bn.eps)
     names = bn.node.inputs
+    signs = np.ones_like(g)
     if np.all(g == 1.0) and np.all(b == 0.0):
         targets.put("data_bn.running_mean", m, names[3])
         targets.put("data_bn.running_var", v, names[4])
@@ -102,28 +106,39 @@ def _input_bn(targets: _Targets, bn: BatchNormLayer) -> None:
         targets.report.notes.append(
             "the input BatchNorm (Gluon V2's fix_gamma data BN, gamma 1, beta 0) is the reference's affine-free data_bn"
         )
-        return
-    if not np.all(g > 0):
-        channel = int(np.argmax(~(g > 0)))
+        return signs
+    if not np.all(np.isfinite(g) & (g != 0)) or not np.all(v + e > 0):
+        channel = int(np.argmax(~(np.isfinite(g) & (g != 0)) | ~(v + e > 0)))
         raise ConversionError(
-            f"{where}: the input BatchNorm's scale is {g[channel]:g} on channel {channel}; the reference's "
-            "affine-free input BN can only hold a positive scale"
+            f"{where}: the input BatchNorm has scale {g[channel]:g} and variance {v[channel]:g} on channel {channel}; "
+            "a zero or non-finite scale (or variance + eps <= 0) has no affine-free form"
         )
-    scale = np.sqrt(v + e) / g  # the new sqrt(v' + e')
+    signs = np.sign(g)
+    scale = np.sqrt(v + e) / np.abs(g)  # the new sqrt(v' + e')
     new_e = min(e, float(np.min(scale**2)))
     new_v = scale**2 - new_e
-    new_m = m - b * scale
-    targets.put("data_bn.running_mean", new_m, f"{names[3]} - {names[2]} * sqrt({names[4]} + eps) / {names[1]}")
+    new_m = m - signs * b * scale
+    targets.put(
+        "data_bn.running_mean",
+        new_m,
+        f"{names[3]} - sign({names[1]}) * {names[2]} * sqrt({names[4]} + eps) / |{names[1]}|",
+    )
     targets.put("data_bn.running_var", new_v, f"({names[4]} + eps) / {names[1]}^2 - eps'")
     targets.eps["data_bn"] = new_e
+    flipped = (
+        f"; channels {np.flatnonzero(signs < 0).tolist()} have a negative gamma, folded into conv1's weights"
+        if np.any(signs < 0)
+        else ""
+    )
     targets.report.notes.append(
         f"input BatchNorm {bn.node.label}: gamma/beta are not 1/0 (MXNet's exporter writes them although "
         "Gluon's fix_gamma ignores them); folded into the affine-free data_bn statistics so that the "
-        "port equals onnxruntime on this file, which differs from MXNet's own output"
+        f"port equals onnxruntime on this file, which differs from MXNet's own output{flipped}"
     )
     targets.report.layers.append(
         {"name": bn.node.label, "type": "BatchNormalization", "targets": ["data_bn"], "eps": new_e, "folded": True}
     )
+    return signs
 
 
 def _stages(graph: OnnxGraph, blocks: list[Block]) -> list[list[Block]]:
@@ -303,8 +318,13 @@ def convert_onnx(path: str | Path) -> Conversion:
     targets = _Targets(graph, report)
 
     if found.input_bn is not None:
-        _input_bn(targets, found.input_bn)
+        signs = _input_bn(targets, found.input_bn)
     targets.conv("conv1", found.stem_conv, "stem")
+    if found.input_bn is not None and np.any(signs < 0):
+        # y = sign * u per input channel: conv1(y) is conv1 with those input channels negated, applied to u.
+        sign = torch.from_numpy(signs.astype(np.float32)).view(1, -1, 1, 1)
+        targets.state["conv1.weight"] = targets.state["conv1.weight"] * sign
+        targets.report.mapped["conv1.weight"] += " * sign(input BN gamma) per input channel"
     targets.bn("bn1", found.stem_bn)
     stages = _stages(graph, found.blocks)
     facts = _block_facts(graph, stages)

@@ -125,11 +125,34 @@ def test_input_bn_with_unit_gamma_maps_statistics_unchanged(build):
     bn0 = net.bn_names[0]
     assert np.array_equal(conversion.state_dict["data_bn.running_var"].numpy(), stored[f"{bn0}_running_var"])
     assert conversion.report.mapped["data_bn.running_mean"] == f"{bn0}_running_mean"
+    assert_matches(net, conversion)
+    # Wrong: drop V2's input BN (as if the net started at the stem conv).
+    state = {k: v for k, v in conversion.state_dict.items() if not k.startswith("data_bn.")}
+    wrong = Conversion(conversion.spec.replace(input_bn="none"), state, conversion.metadata, conversion.report)
+    assert rel_diff(net.logits, run_converted(wrong, net.x)) > 10 * TOLERANCE
 
 
-def test_input_bn_negative_gamma_is_refused(build):
-    net = build(depth=18, residual="v2", data_gamma=np.array([1.0, -2.0, 1.0], np.float32))
-    with pytest.raises(ConversionError, match=r"channel 1.*positive"):
+def test_input_bn_negative_gamma_is_folded_into_the_stem_conv(build):
+    """A negative stored gamma (the fixture's variant is (0.01, 5, -3)) flips its channel: the sign
+    goes into conv1's input channels, where zero padding is unaffected by it."""
+    net = build(
+        depth=18,
+        residual="v2",
+        data_gamma=np.array([0.01, 5.0, -3.0], np.float32),
+        data_beta=np.array([0.5, -0.7, 0.3], np.float32),
+    )
+    conversion = convert_onnx(net.path)
+    assert_matches(net, conversion)
+    # Wrong: fold |gamma| but forget the sign.
+    flipped = conversion.state_dict["conv1.weight"].clone()
+    flipped[:, 2] *= -1
+    wrong = with_changes(conversion, tensors={"conv1.weight": flipped})
+    assert rel_diff(net.logits, run_converted(wrong, net.x)) > 10 * TOLERANCE
+
+
+def test_input_bn_zero_gamma_is_refused(build):
+    net = build(depth=18, residual="v2", data_gamma=np.array([1.0, 0.0, 1.0], np.float32), run=False)
+    with pytest.raises(ConversionError, match=r"channel 1.*zero"):
         convert_onnx(net.path)
 
 

@@ -12,7 +12,6 @@ from onnx import numpy_helper
 
 from converters.common import Conversion, run_converted
 from converters.onnx import convert_onnx
-from resnet_port.errors import ConversionError
 from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -96,10 +95,15 @@ def test_exported_data_bn_beta_is_applied(mxnet_fixtures, tmp_path):
     assert rel_diff(mxnet, ours) <= TOLERANCE
 
 
-def test_a_negative_stored_gamma_is_refused(mxnet_fixtures, tmp_path):
-    """The fixture's variant gamma (0.01, 5, -3) cannot be an affine-free BN: refused, naming the node."""
+def test_the_fixture_variant_gamma_reproduces_onnxruntime(mxnet_fixtures, tmp_path):
+    """The fixture's variant gamma (0.01, 5, -3), as MXNet's exporter would write it: the port equals
+    onnxruntime (the negative channel is folded into conv1), and both differ from MXNet."""
     folder = mxnet_fixtures / "gluon_resnet18_v2"
-    path = tmp_path / "negative.onnx"
-    data_bn = _with_data_bn(folder / "model.onnx", path, gamma=[0.01, 5.0, -3.0])
-    with pytest.raises(ConversionError, match=rf"{data_bn.name}.*channel 2"):
-        convert_onnx(path)
+    x = np.load(folder / "input.npy")
+    path = tmp_path / "variant.onnx"
+    _with_data_bn(folder / "model.onnx", path, gamma=[0.01, 5.0, -3.0])
+    reference = run_onnxruntime(path, x)
+    ours = run_converted(convert_onnx(path), x).numpy()
+    assert rel_diff(reference, ours) <= TOLERANCE
+    assert np.array_equal(reference.argmax(1), ours.argmax(1))
+    assert rel_diff(np.load(folder / "logits_mxnet_variant_datagamma.npy"), ours) > 10 * TOLERANCE
