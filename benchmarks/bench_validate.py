@@ -182,14 +182,14 @@ def breakdown(samples, model, crops: int, transform: CropTransform, normalizer: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few images and one repetition: under two minutes")
-    parser.add_argument("--images", type=int, help="images for 1-crop (10-crop uses a fifth, at least 3); default 16 quick, 96 full")
-    parser.add_argument("--repeats", type=int, help="alternating repetitions, best kept (default 1 quick, 2 full)")
+    parser.add_argument("--images", type=int, help="images for 1-crop (10-crop uses a fifth, at least 3); default 12 quick, 96 full")
+    parser.add_argument("--repeats", type=int, help="alternating repetitions, best kept (default 2)")
     parser.add_argument("--workers", type=int, help="DataLoader workers for both loops (default: the toolkit's default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
-    count = args.images or (16 if args.quick else 96)
-    repeats = args.repeats or (1 if args.quick else 2)
+    count = args.images or (12 if args.quick else 96)
+    repeats = args.repeats or 2
     device = torch.device(args.device)
     workers = default_workers(device) if args.workers is None else args.workers
 
