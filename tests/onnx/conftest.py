@@ -48,7 +48,10 @@ class OnnxNet:
 class Graph:
     """Nodes and initializers collected in order; names follow MXNet's (some nodes unnamed)."""
 
-    def __init__(self, rng: np.random.Generator, eps: Callable[[int], float], var_range: tuple[float, float]) -> None:
+    def __init__(
+        self, rng: np.random.Generator, eps: Callable[[int], float], var_range: tuple[float, float], opset: int = 17
+    ) -> None:
+        self.opset = opset
         self.rng = rng
         self.eps = eps
         self.var_range = var_range
@@ -107,7 +110,9 @@ class Graph:
         ]
         eps = self.eps(len(self.bn_names))
         self.bn_names.append(name)
-        return self.add("BatchNormalization", inputs, name, epsilon=eps, momentum=0.9)
+        # Opsets 7-8 (the ONNX zoo's files) still carry `spatial`; the regenerated zoo files write 1.
+        extra = {"spatial": 1} if self.opset < 9 else {}
+        return self.add("BatchNormalization", inputs, name, epsilon=eps, momentum=0.9, **extra)
 
     def relu(self, x: str) -> str:
         return self.add("Relu", [x], self.name("relu"))
@@ -144,14 +149,15 @@ def build_resnet_onnx(
     stride_in = stride_in or ("1x1" if residual == "v1" else "3x3")
     if bias_roles is None:
         bias_roles = ("conv1", "conv3") if residual == "v1" and kind == "bottleneck" else ()
-    g = Graph(rng, eps if callable(eps) else (lambda i: eps), var_range)
+    g = Graph(rng, eps if callable(eps) else (lambda i: eps), var_range, opset)
     x = "data"
     if residual == "v2":
         ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
         x = g.bn(x, 3, ones if data_gamma is None else data_gamma, zeros if data_beta is None else data_beta)
     x = g.relu(g.bn(g.conv(x, 3, stem_width, 7, 2, bias="stem" in bias_roles), stem_width))
     if stem_pool == "max":
-        x = g.add("MaxPool", [x], "pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=0)
+        floor = {"ceil_mode": 0} if opset >= 10 else {}  # ceil_mode exists from opset 10
+        x = g.add("MaxPool", [x], "pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], **floor)
     else:
         x = g.add("MaxPool", [x], "pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 0, 0], ceil_mode=1)
     cin = stem_width

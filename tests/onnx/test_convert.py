@@ -198,6 +198,15 @@ def test_classifier_forms(build, classifier, flatten):
     assert_matches(net, convert_onnx(net.path))
 
 
+@pytest.mark.parametrize("opset", [7, 9, 13])
+def test_older_opsets_as_in_the_onnx_zoo(build, opset):
+    """The ONNX zoo's ResNets are opset 7 (BatchNormalization still has `spatial`, Reshape its shape input)."""
+    net = build(depth=50, residual="v2", opset=opset, flatten="reshape")
+    conversion = convert_onnx(net.path)
+    assert conversion.metadata.source.details["opset"] == opset
+    assert_matches(net, conversion)
+
+
 def test_other_input_sizes_and_class_counts(build):
     net = build(depth=34, residual="v2", size=64, num_classes=7, batch=3, seed=5)
     conversion = convert_onnx(net.path)

@@ -142,7 +142,8 @@ def test_per_activation_batch_norm_is_refused(build, tmp_path, capsys):
     """Opset 7's spatial=0 (the first ONNX zoo v1 exports) is not a per-channel BN."""
 
     def spatial0(nodes, inits):
-        _first(nodes, "BatchNormalization").attribute.append(helper.make_attribute("spatial", 0))
+        spatial = next(a for a in _first(nodes, "BatchNormalization").attribute if a.name == "spatial")
+        spatial.i = 0  # the builder writes spatial=1 below opset 9
 
     net_path = build(depth=18, opset=7, mutate=spatial0, run=False).path
     refuse(net_path, tmp_path, capsys, "spatial=0")
