@@ -113,7 +113,10 @@ def _read_array(reader: _Reader, index: int) -> np.ndarray | None:
     dtype = DTYPES[flag]
     count = math.prod(shape)  # Python ints: a forged shape must not wrap around int64 to a small count
     raw = reader.take(count * dtype.itemsize, f"the {DTYPE_NAMES[flag]} data of {where} with shape {tuple(shape)}")
-    array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    try:
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    except ValueError as exc:  # an empty array with a forged huge dimension (found by fuzzing)
+        raise CheckpointError(f"{reader.path}: {where} has an impossible shape {tuple(shape)} ({exc})") from exc
     if flag == BF16:
         # bfloat16 is the top half of a float32: widen exactly.
         array = (array.astype(np.uint32) << 16).view(np.float32)
