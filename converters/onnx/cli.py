@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -12,6 +13,7 @@ from converters.onnx.convert import convert_onnx
 from converters.onnx.graph import import_onnx
 from converters.onnx.verify import DEFAULT_TOLERANCE, verify_with_onnxruntime
 from resnet_port.cli import run_cli, write_json
+from resnet_port.errors import InputError
 
 DESCRIPTION = """\
 Convert an ONNX ResNet (the ONNX model zoo's resnet{18..152}-v{1,2}, exported from Gluon, or any
@@ -58,10 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output(path: Path) -> None:
+    """Refuse an unusable output path before minutes of converting, not after."""
+    if path.suffix not in (".pth", ".safetensors"):
+        raise InputError(f"{path}: unknown checkpoint extension {path.suffix or '(none)'}; use .pth or .safetensors")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist")
+
+
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import_onnx()  # a missing package is said first, with how to install it
+    _check_output(args.output)
     steps = tqdm(total=3, desc="convert-onnx", unit="step", disable=args.json or None, file=sys.stderr)
     steps.set_postfix_str("reading and recognising the graph")
     conversion = convert_onnx(args.model)

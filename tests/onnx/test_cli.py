@@ -95,3 +95,12 @@ def test_help_explains(capsys):
     text = capsys.readouterr().out
     for word in ("onnxruntime", "--tolerance", "--no-verify", "--json", "first node"):
         assert word in text
+
+
+def test_unusable_output_paths_are_refused_first(build, tmp_path, capsys):
+    net = build(depth=18, run=False)
+    assert main([str(net.path), "-o", str(tmp_path / "r18.txt")]) == 2
+    assert "use .pth or .safetensors" in capsys.readouterr().err
+    assert main([str(net.path), "-o", str(tmp_path / "absent" / "r18.pth")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
