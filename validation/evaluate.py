@@ -310,9 +310,7 @@ def _evaluate(
             "mean": list(p.mean) if p.mean is not None and p.mean_image is None else None,
             "std": list(p.std) if p.std is not None else None,
             "mean_image_shape": list(p.mean_image.shape) if p.mean_image is not None else None,
-            "mean_image_geometry": (
-                None if p.mean_image is None else "resized and cropped with the image" if transform.mean_follows_geometry else "subtracted from each crop"
-            ),
+            "mean_image_mode": transform.mean_image_mode,
             "layout": index.layout,
             "data_dir": str(index.root),
             "labels_file": str(index.labels_file) if index.labels_file else None,

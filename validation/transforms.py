@@ -138,11 +138,29 @@ class CropTransform:
         self._mean_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
-    def mean_follows_geometry(self) -> bool:
-        """A mean image of the crop's size is subtracted from each crop as is (``Crop(img) - mean``);
-        any other size is resized like the image and cropped with the same windows."""
+    def mean_image_mode(self) -> str | None:
+        """How a mean image meets the crops (None without one):
+
+        - ``"per_crop"``: the mean is the crop's size and is subtracted from each crop as is (Kaiming
+          He's release: ``Crop(img) - mean``, flipped crops included);
+        - ``"image_geometry"``: its shorter side is the resize size, so it describes the resized
+          image (the older Caffe 256x256 mean): it is resized like the image and cut with the same
+          windows and flips;
+        - ``"resized_to_crop"``: any other size is resized to the crop's, then used per crop.
+        """
         image = self.preprocessing.mean_image
-        return image is not None and tuple(image.shape[1:]) != (self.crop, self.crop)
+        if image is None:
+            return None
+        height, width = image.shape[1:]
+        if (height, width) == (self.crop, self.crop):
+            return "per_crop"
+        if min(height, width) == self.resize:
+            return "image_geometry"
+        return "resized_to_crop"
+
+    @property
+    def mean_follows_geometry(self) -> bool:
+        return self.mean_image_mode == "image_geometry"
 
     def __call__(self, image: Image.Image) -> CropSet:
         resized = resize_shorter(image, self.resize, self.interpolation)
@@ -170,8 +188,9 @@ class Normalizer:
     """uint8 crops -> the model's input, in one pass per batch: ``(x * pixel_max / 255 - mean) / std``.
 
     Takes (B, H, W, C) and returns (B, C, H, W) float32 in channels_last memory (or contiguous when
-    ``channels_last`` is false).  A mean image of the crop's size is subtracted from every crop, flipped
-    or not, as Kaiming He's release does (``Crop(img) - mean``).
+    ``channels_last`` is false).  A mean image is subtracted from every crop, flipped or not, as
+    Kaiming He's release does (``Crop(img) - mean``), resized to the crop's size first if it differs;
+    or, when `CropTransform` cut it along with the image, its crops are passed in as ``mean_crops``.
     """
 
     def __init__(self, preprocessing: Preprocessing, device: torch.device | str = "cpu") -> None:
@@ -183,6 +202,7 @@ class Normalizer:
         std = torch.tensor(p.std if p.std is not None else (1.0,) * channels, device=device)
         self.inv_std = (1.0 / std).view(1, 1, 1, -1)
         self.mean_image = None
+        self._resized_means: dict[tuple[int, int], torch.Tensor] = {}
         if p.mean_image is not None:
             image = torch.from_numpy(np.asarray(p.mean_image, dtype=np.float32))
             self.mean_image = image.permute(1, 2, 0).contiguous().to(device)[None]  # (1, H, W, C)
@@ -195,12 +215,17 @@ class Normalizer:
         if mean_crops is not None:
             x.sub_(mean_crops)
         elif self.mean_image is not None:
-            if tuple(self.mean_image.shape[1:3]) != tuple(x.shape[1:3]):
-                raise InputError(
-                    f"the mean image is {tuple(self.mean_image.shape[1:3])}, the crops {tuple(x.shape[1:3])}: "
-                    "its crops must come from CropTransform"
-                )
-            x.sub_(self.mean_image)
+            x.sub_(self._mean_for(tuple(x.shape[1:3])))
         x.sub_(self.mean).mul_(self.inv_std)
         x = x.permute(0, 3, 1, 2)
         return x if channels_last else x.contiguous()
+
+    def _mean_for(self, size: tuple[int, int]) -> torch.Tensor:
+        """The mean image at the crop's size: as stored, or resized (bilinear, antialiased) once."""
+        if tuple(self.mean_image.shape[1:3]) == size:
+            return self.mean_image
+        if size not in self._resized_means:
+            chw = self.mean_image[0].permute(2, 0, 1)[None]
+            resized = torch.nn.functional.interpolate(chw, size=size, mode="bilinear", align_corners=False, antialias=True)
+            self._resized_means[size] = resized[0].permute(1, 2, 0).contiguous()[None]
+        return self._resized_means[size]

@@ -232,6 +232,7 @@ def caffe_prep(mean_image: np.ndarray, **geometry) -> Preprocessing:
 def test_mean_image_subtracted_from_each_crop(imagefolder, crops):
     """Kaiming He's release: Crop(img) - mean, with the 224x224 mean image, every crop alike."""
     mean = structured_mean(224, 224)
+    assert CropTransform(caffe_prep(mean), crops).mean_image_mode == "per_crop"
     path = imagefolder / "n02123045" / "chelsea_500x375.JPEG"
     ours = ImageDataset([_sample(path)], CropTransform(caffe_prep(mean), crops), normalize=True)[0][0].numpy()
     ref = ref_crops(path, 256, 224, crops)[..., ::-1].astype(np.float64).transpose(0, 3, 1, 2) - mean[None]
@@ -244,6 +245,7 @@ def test_mean_image_subtracted_from_each_crop(imagefolder, crops):
 def test_mean_image_of_another_size_follows_the_image_geometry(imagefolder):
     """A 256x256 mean (the older Caffe convention) is resized like the image and cropped with it."""
     mean = structured_mean(256, 256)
+    assert CropTransform(caffe_prep(mean), 10).mean_image_mode == "image_geometry"
     path = imagefolder / "n07920052" / "coffee.JPEG"  # 600x400 -> 384x256
     ours = ImageDataset([_sample(path)], CropTransform(caffe_prep(mean), 10), normalize=True)[0][0].numpy()
     w, h = ref_resize(decode_image(path), 256).size
@@ -261,6 +263,20 @@ def test_mean_image_of_another_size_follows_the_image_geometry(imagefolder):
     assert np.abs(ours - wrong).max() > 5
 
 
+def test_mean_image_of_a_third_size_is_resized_to_the_crop(imagefolder):
+    """A 227x227 mean with 224 crops: resized to 224 once, then subtracted from each crop."""
+    mean = structured_mean(227, 227)
+    prep = caffe_prep(mean)
+    assert CropTransform(prep, 10).mean_image_mode == "resized_to_crop"
+    path = imagefolder / "n03773504" / "rocket.JPEG"
+    ours = ImageDataset([_sample(path)], CropTransform(prep, 10), normalize=True)[0][0].numpy()
+    resized = np.stack([np.asarray(Image.fromarray(c, mode="F").resize((224, 224), Image.Resampling.BILINEAR)) for c in mean])
+    ref = ref_crops(path, 256, 224, 10)[..., ::-1].astype(np.float64).transpose(0, 3, 1, 2) - resized[None]
+    assert np.abs(ours - ref).max() < 0.05
+    wrong = ref_crops(path, 256, 224, 10)[..., ::-1].astype(np.float64).transpose(0, 3, 1, 2) - mean[None, :, :224, :224]
+    assert np.abs(ours - wrong).max() > 1
+
+
 def test_mean_and_std_values(imagefolder):
     prep = Preprocessing("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     path = imagefolder / "n03773504" / "rocket.JPEG"
@@ -273,3 +289,27 @@ def _sample(path):
     from validation.data import Sample
 
     return Sample(path, 0)
+
+
+def test_mean_image_through_the_evaluation_loop(imagefolder, tmp_path):
+    """The batched path (workers' mean crops, collate, normalise on the device) on a known model."""
+    mean = structured_mean(256, 256)
+    path = imagefolder / "n07920052" / "coffee.JPEG"
+    labels = tmp_path / "val.txt"
+    labels.write_text("coffee.JPEG 2\n")
+    model = KnownModel(len(CLASSES))
+    meta = CheckpointMetadata(spec=TINY_SPEC.replace(num_classes=len(CLASSES)), preprocessing=caffe_prep(mean))
+    pred = tmp_path / "p.jsonl"
+    evaluate(model, meta, path.parent, 10, labels_file=labels, predictions=pred, workers=1, progress=False)
+    w, h = ref_resize(decode_image(path), 256).size
+    resized = np.stack([np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.Resampling.BILINEAR)) for c in mean])
+    boxes = [(0, 0), (0, w - 224), (h - 224, 0), (h - 224, w - 224), (16, int(round((w - 224) / 2)))]
+    mean_crops = [resized[:, t : t + 224, l : l + 224] for t, l in boxes]
+    mean_crops += [resized[:, :, ::-1][:, t : t + 224, l : l + 224] for t, l in boxes]
+    x = ref_crops(path, 256, 224, 10)[..., ::-1].astype(np.float64).transpose(0, 3, 1, 2) - np.stack(mean_crops)
+    logits = x.mean(axis=(2, 3)) @ model.fc.weight.detach().double().numpy().T + model.fc.bias.detach().double().numpy()
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
+    row = read_predictions(pred)[0]
+    assert np.allclose(row["probs"], probs[row["top5"]], atol=1e-4)
+    assert row["top5"][0] == int(probs.argmax())
