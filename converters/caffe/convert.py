@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from checkpoints import CheckpointMetadata, Preprocessing, SourceFile, SourceInfo
 from converters.caffe.binaryproto import read_binaryproto
@@ -20,6 +19,7 @@ from converters.caffe.caffemodel import CaffeModel, read_caffemodel
 from converters.caffe.errors import CaffeFormatError
 from converters.caffe.graph import to_spec, to_state_dict, walk
 from converters.caffe.layers import Node, blob_id, read_layer
+from converters.caffe.netstate import in_test_phase
 from converters.caffe.prototxt import read_prototxt
 from converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.errors import ConversionError
@@ -32,14 +32,6 @@ _COMPARED_PARAMS = (
     "convolution_param", "batch_norm_param", "scale_param", "pooling_param", "eltwise_param",
     "inner_product_param", "relu_param",
 )
-TEST_PHASE = 1
-
-
-def in_test_phase(layer: Any) -> bool:
-    """Caffe's NetStateRule filter for a TEST-phase net (phase only; levels and stages unused here)."""
-    if layer.include:
-        return any(not rule.HasField("phase") or rule.phase == TEST_PHASE for rule in layer.include)
-    return not any(rule.HasField("phase") and rule.phase == TEST_PHASE for rule in layer.exclude)
 
 
 def check_agreement(prototxt_net: Any, model_net: Any, prototxt: Path, model: Path) -> list[str]:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from converters.caffe.netstate import in_test_phase
 from converters.caffe.registry import lookup, register
 from resnet_port.errors import ConversionError
 
@@ -42,7 +43,7 @@ def _field(msg: Any, name: str) -> Any:
 
 @register(FRAMEWORK, "Input")
 def run_input(layer: Any, params: list[torch.Tensor], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    raise AssertionError("Input layers are fed, not run")  # never called: see CaffeInterpreter.forward
+    raise RuntimeError("Input layers are fed, not run")  # never called: see CaffeInterpreter.forward
 
 
 @register(FRAMEWORK, "Convolution")
@@ -184,8 +185,6 @@ class CaffeInterpreter:
     """
 
     def __init__(self, net: Any, blobs: Mapping[str, Blobs], dtype: torch.dtype = torch.float64) -> None:
-        from converters.caffe.convert import in_test_phase
-
         self.layers = [layer for layer in net.layer if in_test_phase(layer)]
         self.dtype = dtype
         self.params: dict[str, list[torch.Tensor]] = {}
