@@ -227,3 +227,40 @@ def test_metadata_is_the_onnx_zoo_preprocessing(build):
     assert meta.source.framework == "onnx"
     assert meta.source.files[0].sha256 == hashlib.sha256(net.path.read_bytes()).hexdigest()
     assert meta.source.details["input_shape"] == [1, 3, 224, 224]
+
+
+def test_names_play_no_part(build, tmp_path):
+    """Every node and tensor renamed (misleadingly), initializers shuffled: the same conversion."""
+    import random
+
+    import onnx
+
+    net = build(depth=50, residual="v1")
+    model = onnx.load(str(net.path))
+    graph = model.graph
+    rng = random.Random(7)
+    names = sorted(
+        {t for n in graph.node for t in list(n.input) + list(n.output)} | {t.name for t in graph.initializer}
+    )
+    words = ["fc_weight", "stage4_conv0_weight", "batchnorm0_gamma", "downsample", "data_bn", "conv1", "bias"]
+    fresh = {old: f"{rng.choice(words)}_{i}" for i, old in enumerate(rng.sample(names, len(names)))}
+    for node in graph.node:
+        node.input[:] = [fresh.get(t, t) for t in node.input]
+        node.output[:] = [fresh[t] for t in node.output]
+        node.name = rng.choice(["", "layer1.0.conv2", "fc"])
+    for tensor in graph.initializer:
+        tensor.name = fresh[tensor.name]
+    for value in list(graph.input) + list(graph.output):
+        value.name = fresh.get(value.name, value.name)
+    shuffled = list(graph.initializer)
+    rng.shuffle(shuffled)
+    del graph.initializer[:]
+    graph.initializer.extend(shuffled)
+    renamed = tmp_path / "renamed.onnx"
+    onnx.save(model, str(renamed))
+
+    original, converted = convert_onnx(net.path), convert_onnx(renamed)
+    assert converted.spec == original.spec
+    assert converted.state_dict.keys() == original.state_dict.keys()
+    for key, tensor in original.state_dict.items():
+        assert torch.equal(converted.state_dict[key], tensor), key
