@@ -227,76 +227,44 @@ def evaluate(
     the same totals and only rank 0 writes files.
     """
     dev = resolve_device(device)
-    shard = Shard.current(dev)
-    dev = shard.device_for(dev)
-    try:
-        return _evaluate(
-            model, metadata, data_dir, crops, labels_file, classes_file, resize, crop, interpolation,
-            batch_size, workers, dev, channels_last, limit, shuffle_seed, skip_bad, per_class,
-            predictions, checkpoint, progress, shard,
-        )  # fmt: skip
-    finally:
-        shard.close()
-
-
-def _evaluate(
-    model, metadata, data_dir, crops, labels_file, classes_file, resize, crop, interpolation, batch_size,
-    workers, dev, channels_last, limit, shuffle_seed, skip_bad, per_class, predictions, checkpoint, progress, shard,
-) -> dict[str, Any]:  # fmt: skip
-    num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(metadata.spec.num_classes)
-    transform = CropTransform(metadata.preprocessing, crops, resize, crop, interpolation)
-    normalizer = Normalizer(metadata.preprocessing, dev)
+    transform = CropTransform(metadata.preprocessing, crops, resize, crop, interpolation)  # bad options first
     if predictions is not None and not Path(predictions).parent.exists():
         raise InputError(f"{predictions}: the folder {Path(predictions).parent} does not exist")
+    num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(metadata.spec.num_classes)
     class_list = read_class_list(classes_file) if classes_file else metadata.classes
     index = scan_dataset(data_dir, labels_file, class_list).subset(limit, shuffle_seed)
     warnings = class_order_warnings(index, metadata, num_classes)
-    if shard.rank == 0:
-        for line in warnings:
-            print(f"warning: {line}", file=sys.stderr)
-
-    mine = shard.take(index.samples)
     batch_size = batch_size or default_batch_size(dev, crops)
     workers = default_workers(dev) if workers is None else workers
-    model = _prepare(model, dev, channels_last)
-    tally = Tally(num_classes)
-    records: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    bar = tqdm(total=len(mine), unit="img", desc=f"validate {crops}-crop", disable=not progress or shard.rank != 0, dynamic_ncols=True)
-    failure: str | None = None  # a bad image: raised on every rank after the exchange, not before it
-    start = time.perf_counter()
-    with torch.inference_mode():
-        loader = _loader(ImageDataset(mine, transform), batch_size, workers, dev)
-        try:
-            for batch in _batches(loader, mine, skip_bad, skipped, bar):
-                pixels = batch.pixels[0].to(dev, non_blocking=True)
-                means = batch.mean_crops[0].to(dev, non_blocking=True) if batch.mean_crops[0] is not None else None
-                probs = average_crop_probabilities(model(normalizer(pixels, means, channels_last)), crops)
-                hits = tally.add(probs, batch.labels)
-                if predictions is not None:
-                    records += _records(probs, batch, hits, mine, shard)
-        except BadImageError as exc:
-            failure = str(exc)
-    elapsed = time.perf_counter() - start
-    bar.close()
 
-    # One exchange: counts, per-image records, skipped files and times of every rank.
-    gathered = shard.gather((tally.as_tensor(), records, skipped, elapsed, failure))
-    failures = [g[4] for g in gathered if g[4] is not None]
+    shard = Shard.current(dev)
+    try:
+        dev = shard.device_for(dev)
+        if shard.rank == 0:
+            for line in warnings:
+                print(f"warning: {line}", file=sys.stderr)
+        run = _run_shard(
+            _prepare(model, dev, channels_last), transform, Normalizer(metadata.preprocessing, dev),
+            shard.take(index.samples), shard, dev, num_classes, batch_size, workers, channels_last, skip_bad,
+            keep_records=predictions is not None, progress=progress and shard.rank == 0,
+        )  # fmt: skip
+        # One exchange: counts, per-image records, skipped files, times and failures of every rank.
+        gathered = shard.gather(run)
+    finally:
+        shard.close()
+    failures = [r.failure for r in gathered if r.failure is not None]
     if failures:
         raise BadImageError(failures[0])
-    tally = Tally.from_tensor(sum(g[0] for g in gathered), num_classes)
-    records = sorted((r for g in gathered for r in g[1]), key=lambda r: r["index"])
-    skipped = sorted(p for g in gathered for p in g[2])
-    elapsed = max(g[3] for g in gathered)
+    tally = Tally.from_tensor(sum(r.counts for r in gathered), num_classes)
     if tally.images == 0:
         raise InputError(f"{data_dir}: none of the {len(index.samples)} images could be decoded")
+    elapsed = max(r.seconds for r in gathered)
 
     p = metadata.preprocessing
     result: dict[str, Any] = {
         **tally.summary(),
         "crops": crops,
-        "skipped": skipped,
+        "skipped": sorted(path for r in gathered for path in r.skipped),
         "protocol": {
             "crops": crops,
             "resize": transform.resize,
@@ -335,8 +303,59 @@ def _evaluate(
     if per_class:
         result["per_class"] = tally.per_class(index.classes)
     if predictions is not None and shard.rank == 0:
-        write_predictions(predictions, records)
+        write_predictions(predictions, sorted((rec for r in gathered for rec in r.records), key=lambda rec: rec["index"]))
     return result
+
+
+@dataclass
+class ShardRun:
+    """What one process measured on its shard: integer counts (`Tally.as_tensor`), per-image
+    records, skipped files, seconds, and the bad image that stopped it, if one did."""
+
+    counts: torch.Tensor
+    records: list[dict[str, Any]]
+    skipped: list[str]
+    seconds: float
+    failure: str | None
+
+
+def _run_shard(
+    model: torch.nn.Module,
+    transform: CropTransform,
+    normalizer: Normalizer,
+    samples: list,
+    shard: Shard,
+    dev: torch.device,
+    num_classes: int,
+    batch_size: int,
+    workers: int,
+    channels_last: bool,
+    skip_bad: bool,
+    keep_records: bool,
+    progress: bool,
+) -> ShardRun:
+    crops = transform.crops
+    tally = Tally(num_classes)
+    records: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    failure = None  # a bad image is raised on every rank after the exchange, not before it
+    bar = tqdm(total=len(samples), unit="img", desc=f"validate {crops}-crop", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        loader = _loader(ImageDataset(samples, transform), batch_size, workers, dev)
+        try:
+            for batch in _batches(loader, samples, skip_bad, skipped, bar):
+                pixels = batch.pixels[0].to(dev, non_blocking=True)
+                means = batch.mean_crops[0].to(dev, non_blocking=True) if batch.mean_crops[0] is not None else None
+                probs = average_crop_probabilities(model(normalizer(pixels, means, channels_last)), crops)
+                hits = tally.add(probs, batch.labels)
+                if keep_records:
+                    records += _records(probs, batch, hits, samples, shard)
+        except BadImageError as exc:
+            failure = str(exc)
+    elapsed = time.perf_counter() - start
+    bar.close()
+    return ShardRun(tally.as_tensor(), records, skipped, elapsed, failure)
 
 
 def _records(probs: torch.Tensor, batch: Batch, hits: dict, samples: Sequence, shard: Shard) -> list[dict[str, Any]]:
