@@ -166,3 +166,19 @@ def test_every_truncation_point_is_refused(tiny, tmp_path, cut):
     path.write_bytes(data[:-cut])
     with pytest.raises(CaffeFormatError, match="cut.caffemodel"):
         read_caffemodel(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_h5_is_refused_cleanly(tiny, tmp_path, damage):
+    from converters.caffe import CaffeFormatError
+
+    data = bytearray(tiny["h5"].read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        for position in range(200, len(data), 997):
+            data[position] ^= 0xFF
+    path = tmp_path / "damaged.caffemodel.h5"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CaffeFormatError, match="damaged.caffemodel.h5"):
+        read_caffemodel_h5(path)
