@@ -1,12 +1,12 @@
 """`audit`: compare two ports of one network and name the porting bug that makes them differ.
 
-Public API: `load_side(label, path, SideOptions)`, `audit(a, b, images, rtol)` -> `AuditResult`,
-`seeded_images`, `load_images`, `CAUSE_KEYS`.  The command is `audit A B` (`audit.cli`).
+Public API: `load_side(label, path, SideOptions)`, `audit(a, b, inputs, rtol)` -> `AuditResult`,
+`seeded_inputs`, `image_folder_inputs`, `CAUSE_KEYS`.  The command is `audit A B` (`audit.cli`).
 """
 
 from audit.causes import CAUSE_KEYS, HYPOTHESES
 from audit.diagnose import DEFAULT_RTOL, AuditResult, audit
-from audit.inputs import load_images, preprocess, seeded_images
+from audit.inputs import InputSet, image_folder_inputs, preprocess, seeded_images, seeded_inputs
 from audit.sources import Side, SideOptions, file_kind, load_side
 
 __all__ = [
@@ -14,12 +14,14 @@ __all__ = [
     "DEFAULT_RTOL",
     "HYPOTHESES",
     "AuditResult",
+    "InputSet",
     "Side",
     "SideOptions",
     "audit",
     "file_kind",
-    "load_images",
+    "image_folder_inputs",
     "load_side",
     "preprocess",
     "seeded_images",
+    "seeded_inputs",
 ]

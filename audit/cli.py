@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from audit.diagnose import DEFAULT_RTOL, audit
-from audit.inputs import load_images, seeded_images
+from audit.inputs import image_folder_inputs, seeded_inputs
 from audit.report import format_result
 from audit.sources import SideOptions, load_side
 from resnet_port.cli import run_cli, write_json
@@ -73,14 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     a = load_side("A", args.a, _options(args, "a"))
     b = load_side("B", args.b, _options(args, "b"))
     if args.images:
-        images = load_images(args.images, args.num_inputs)
-        source = f"images from {args.images}"
+        inputs = image_folder_inputs(args.images, args.num_inputs)
     else:
         size = max(a.preprocessing.resize, b.preprocessing.resize, a.preprocessing.crop, b.preprocessing.crop)
-        images = seeded_images(args.num_inputs, size, args.seed)
-        source = f"seeded inputs, seed {args.seed}"
-    result = audit(a, b, images, rtol=args.rtol, progress=not args.quiet)
-    result.inputs = {"source": source, "count": len(images)}
+        inputs = seeded_inputs(args.num_inputs, size, args.seed)
+    result = audit(a, b, inputs, rtol=args.rtol, progress=not args.quiet)
     if args.json:
         write_json(args.json, result.to_dict())
     if args.json != "-":

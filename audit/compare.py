@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.inputs import preprocess
+from audit.inputs import InputSet
 from audit.sources import Side
 from resnet_ref import ResNetSpec, build_model
 
@@ -118,8 +118,8 @@ def summarize_tensors(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_side(side: Side, images: list[torch.Tensor]) -> np.ndarray | None:
-    """Logits (float64) of a side on ``images`` through its own preprocessing; None if it cannot run."""
+def run_side(side: Side, inputs: InputSet) -> np.ndarray | None:
+    """Logits (float64) of a side on ``inputs`` through its own preprocessing; None if it cannot run."""
     if side.problems:
         return None
     model = build_model(side.spec)
@@ -129,7 +129,7 @@ def run_side(side: Side, images: list[torch.Tensor]) -> np.ndarray | None:
     model.load_state_dict(full, strict=True)
     model.eval()
     with torch.inference_mode():
-        return model(preprocess(images, side.preprocessing)).double().numpy()
+        return model(inputs.batch(side.preprocessing)).double().numpy()
 
 
 @dataclass
@@ -176,10 +176,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def compare_outputs(a: Side, b: Side, images: list[torch.Tensor], logits_a: np.ndarray | None = None) -> OutputComparison:
+def compare_outputs(a: Side, b: Side, inputs: InputSet, logits_a: np.ndarray | None = None) -> OutputComparison:
     """Run both sides (A's logits may be passed in, as the diagnosis reruns only B)."""
-    la = run_side(a, images) if logits_a is None else logits_a
-    lb = run_side(b, images)
+    la = run_side(a, inputs) if logits_a is None else logits_a
+    lb = run_side(b, inputs)
     reason = ""
     if la is None or lb is None:
         bad = a if la is None else b

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from audit.causes import CAUSE_KEYS, HYPOTHESES, Finding
@@ -27,6 +26,7 @@ from audit.compare import (
     summarize_tensors,
     tensor_rows,
 )
+from audit.inputs import InputSet
 from audit.sources import Side
 from resnet_port.errors import ResnetPortError
 
@@ -126,8 +126,8 @@ def _identical(a: Side, b: Side, rows: list[dict[str, Any]]) -> bool:
     )
 
 
-def audit(a: Side, b: Side, images: list[torch.Tensor], rtol: float = DEFAULT_RTOL, progress: bool = False) -> AuditResult:
-    """Compare two sides on ``images`` (RGB, [0, 1]) and diagnose what makes them differ."""
+def audit(a: Side, b: Side, inputs: InputSet, rtol: float = DEFAULT_RTOL, progress: bool = False) -> AuditResult:
+    """Compare two sides on ``inputs`` and diagnose what makes them differ."""
     rows = tensor_rows(a.state_dict, b.state_dict)
     result = AuditResult(
         verdict="different",
@@ -137,8 +137,9 @@ def audit(a: Side, b: Side, images: list[torch.Tensor], rtol: float = DEFAULT_RT
         spec_diff=spec_diff(a.spec, b.spec),
         eps=eps_rows(a, b),
         tensors=rows,
+        inputs={"source": inputs.description, "count": len(inputs)},
     )
-    comparison = compare_outputs(a, b, images)
+    comparison = compare_outputs(a, b, inputs)
     result.outputs = comparison.to_dict()
     if _identical(a, b, rows):
         result.verdict = "identical"
@@ -152,7 +153,7 @@ def audit(a: Side, b: Side, images: list[torch.Tensor], rtol: float = DEFAULT_RT
             if finding is not None:
                 result.notes.append(f"{key} signature seen, but outputs agree within tolerance: {finding.evidence}")
         return result
-    _search_causes(result, comparison, images, progress)
+    _search_causes(result, comparison, inputs, progress)
     if not result.causes:
         result.notes.append("no known porting bug explains the difference")
     elif result.causes[-1].discrepancy_after > rtol:
@@ -167,7 +168,7 @@ def _signature(key: str, a: Side, b: Side) -> Finding | None:
     return HYPOTHESES[key].signature(a, b)
 
 
-def _search_causes(result: AuditResult, comparison: OutputComparison, images: list[torch.Tensor], progress: bool) -> None:
+def _search_causes(result: AuditResult, comparison: OutputComparison, inputs: InputSet, progress: bool) -> None:
     a, current = result.a, result.b
     logits_a = comparison.logits_a
     gap = comparison.discrepancy
@@ -175,7 +176,7 @@ def _search_causes(result: AuditResult, comparison: OutputComparison, images: li
         return
     tried: dict[str, Finding] = {}
     remaining = list(CAUSE_KEYS)
-    bar = tqdm(total=len(remaining), desc="testing causes", unit="cause", disable=not progress, leave=False)
+    bar = tqdm(desc="testing causes", unit="trial", disable=not progress, leave=False)
     while remaining and gap > result.rtol:
         trials = []
         for key in remaining:
@@ -185,11 +186,12 @@ def _search_causes(result: AuditResult, comparison: OutputComparison, images: li
             tried[key] = finding
             try:
                 fixed = HYPOTHESES[key].fix(a, current, finding)
-                after = compare_outputs(a, fixed, images, logits_a=logits_a).discrepancy
+                after = compare_outputs(a, fixed, inputs, logits_a=logits_a).discrepancy
             except (ResnetPortError, RuntimeError, ValueError, IndexError) as exc:
                 tried[key] = Finding(f"{finding.evidence}; its fix could not be applied ({exc})")
                 continue
             trials.append((after, key, finding, fixed))
+            bar.update(1)
         if not trials:
             break
         after, key, finding, fixed = min(trials, key=lambda t: t[0])
@@ -198,7 +200,6 @@ def _search_causes(result: AuditResult, comparison: OutputComparison, images: li
         result.causes.append(Cause(key, finding.evidence, gap, after))
         remaining.remove(key)
         tried.pop(key, None)
-        bar.update(1)
         current, gap = fixed, after
     bar.close()
     for key, finding in tried.items():

@@ -9,6 +9,7 @@ metadata states, compares what a user would see.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,25 +36,51 @@ def seeded_images(count: int, size: int, seed: int) -> list[torch.Tensor]:
     return list(images)
 
 
-def load_images(folder: str | Path, limit: int) -> list[torch.Tensor]:
-    """Up to ``limit`` images of ``folder`` (sorted by name), as RGB (3, H, W) in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+@dataclass
+class InputSet:
+    """The images both sides see: in memory (seeded, RGB in [0, 1]) or files on disk."""
 
+    description: str
+    images: list[torch.Tensor] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images) or len(self.files)
+
+    def batch(self, prep: Preprocessing) -> torch.Tensor:
+        """(N, C, crop, crop) float32, through ``prep``."""
+        if self.files:
+            return image_files_batch(self.files, prep)
+        return preprocess(self.images, prep)
+
+
+def seeded_inputs(count: int, size: int, seed: int) -> InputSet:
+    return InputSet(f"seeded inputs, seed {seed}", images=seeded_images(count, size, seed))
+
+
+def image_folder_inputs(folder: str | Path, limit: int) -> InputSet:
+    """Up to ``limit`` images of ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: --images needs a folder of images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
         raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    images = []
+    return InputSet(f"images from {folder}", files=files)
+
+
+def image_files_batch(files: list[Path], prep: Preprocessing) -> torch.Tensor:
+    """Real images go through `validation`'s pipeline (decode, resize, centre crop, normalise):
+    the crops `validate` evaluates on are the crops audited."""
+    from validation import BadImageError, preprocess_image
+
+    crops = []
     for file in files:
         try:
-            with Image.open(file) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-        except (UnidentifiedImageError, OSError) as exc:
+            crops.append(preprocess_image(file, prep, crops=1))
+        except (BadImageError, OSError) as exc:
             raise InputError(f"{file}: not a readable image ({exc})") from exc
-        images.append(torch.from_numpy(array).permute(2, 0, 1).contiguous())
-    return images
+    return torch.cat(crops).float()
 
 
 def preprocess(images: list[torch.Tensor], prep: Preprocessing) -> torch.Tensor:

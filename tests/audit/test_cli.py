@@ -83,6 +83,34 @@ def test_real_images_folder(tmp_path, capsys, good):
     assert report["inputs"]["count"] == 2 and report["outputs"]["samples"] == 2
 
 
+def test_real_images_each_side_with_its_own_preprocessing(tmp_path, good):
+    """A Caffe net (BGR 0-255 minus means) and its correct RGB port, on real image files decoded by
+    validation's pipeline: the same pictures reach both, so they agree."""
+    from PIL import Image
+    import numpy as np
+    import torch
+
+    from checkpoints import load_checkpoint
+
+    spec, sd, meta = load_checkpoint(good)
+    rgb = dict(sd, **{"conv1.weight": sd["conv1.weight"].flip(1).contiguous()})
+    port = save(tmp_path / "rgb_port.pth", spec, rgb, caffe_prep(channel_order="RGB", mean=(123.0, 117.0, 104.0)))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "r.json"
+    assert main([str(good), str(port), "--images", str(folder), "--json", str(out), "-q"]) == 0
+    report = json.loads(out.read_text())
+    assert (report["verdict"], report["causes"]) == ("equivalent", [])
+    # and the unflipped port (declared RGB, weights still BGR) is caught on the same images
+    bad = save(tmp_path / "bad_port.pth", spec, sd, caffe_prep(channel_order="RGB", mean=(123.0, 117.0, 104.0)))
+    assert main([str(good), str(bad), "--images", str(folder), "--json", str(out), "-q"]) == 1
+    assert [c["key"] for c in json.loads(out.read_text())["causes"]] == ["channel_order"]
+    assert torch.equal(sd["conv1.weight"], load_checkpoint(bad)[1]["conv1.weight"])
+
+
 def test_help_lists_every_cause(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

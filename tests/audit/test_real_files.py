@@ -17,9 +17,8 @@ from tests.peers.mxnet_cache import mxnet_fixtures  # noqa: F401 - pytest fixtur
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("model", ["gluon_resnet18_v1", "gluon_resnet18_v2"])
-def test_gluon_params_and_its_onnx_export_are_equivalent(mxnet_fixtures, run_audit, model):  # noqa: F811
-    folder = mxnet_fixtures / model
+def test_gluon_params_and_its_onnx_export_are_equivalent(mxnet_fixtures, run_audit):  # noqa: F811
+    folder = mxnet_fixtures / "gluon_resnet18_v2"  # V2: its input BatchNorm is the trap of the ONNX export
     code, report = run_audit(folder / "model.params", folder / "model.onnx", "-n", "2")
     assert (code, report["verdict"], report["causes"]) == (0, "equivalent", [])
     assert report["top1_agreement"] == 1.0

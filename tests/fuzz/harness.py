@@ -4,7 +4,7 @@ Each input is a seed file (a valid file the reader accepts) changed by one hypot
 mutation: truncated, bits flipped, bytes overwritten or inserted, a length-like field replaced by a
 huge number, or replaced by random bytes.  The property: the reader returns, or raises the
 toolkit's own `InputError`; any other exception, a hang (per-input alarm) or a large jump in the
-process's peak memory fails the test.  Examples run in rounds until a time budget (FUZZ_SECONDS, default 4 per
+process's peak memory fails the test.  Examples run in rounds until a time budget (FUZZ_SECONDS, default 3 per
 reader) is spent, so each reader costs a few seconds in CI whatever its speed.
 """
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from resnet_port.errors import InputError
 
-BUDGET_S = float(os.environ.get("FUZZ_SECONDS", "4"))  # per reader
+BUDGET_S = float(os.environ.get("FUZZ_SECONDS", "3"))  # per reader
 ROUND_EXAMPLES, MAX_EXAMPLES = 40, 5000
 PER_INPUT_TIMEOUT_S = 10
 MAX_RSS_GROWTH_MB = 1024  # a reader that trusts a size field would allocate far more than this
@@ -45,53 +45,58 @@ class FuzzStats:
     messages: set[str] = field(default_factory=set)
 
 
-def mutations(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
-    """Seed files, each changed in one way a damaged or hostile file would be."""
-    seed = st.sampled_from(seeds)
+@dataclass(frozen=True)
+class Mutation:
+    """One change to one seed; small to print, so a failing example reads in one line."""
 
-    def truncate(data: bytes, draw) -> bytes:
-        return data[: draw(st.integers(0, max(len(data) - 1, 0)))]
+    seed: int
+    kind: str
+    at: int = 0
+    value: int = 0
+    data: bytes = b""
 
-    def flip(data: bytes, draw) -> bytes:
-        out = bytearray(data)
-        for _ in range(draw(st.integers(1, 16))):
-            i = draw(st.integers(0, len(out) - 1))
-            out[i] ^= 1 << draw(st.integers(0, 7))
-        return bytes(out)
+    def apply(self, seeds: list[bytes]) -> bytes:
+        base = seeds[self.seed % len(seeds)]
+        if not base or self.kind == "random":
+            return self.data
+        at = self.at % (len(base) + 1)
+        if self.kind == "truncate":
+            return base[: min(at, len(base) - 1)]
+        if self.kind == "flip":
+            out = bytearray(base)
+            for k, byte in enumerate(self.data):  # each data byte picks a position and a bit
+                i = (at + k * 7919 * (byte + 1)) % len(out)
+                out[i] ^= 1 << (byte % 8)
+            return bytes(out)
+        if self.kind == "overwrite":
+            return base[:at] + self.data + base[at + len(self.data) :]
+        if self.kind == "insert":
+            return base[:at] + self.data + base[at:]
+        if self.kind == "huge_field":
+            packed = struct.pack("<Q", self.value) if self.value > 0xFFFFFFFF or self.data else struct.pack("<I", self.value)
+            return base[:at] + packed + base[at + len(packed) :]
+        if self.kind == "head_then_random":
+            return base[: max(at % 256, 1)] + self.data
+        raise ValueError(f"unknown mutation {self.kind}")
 
-    def overwrite(data: bytes, draw) -> bytes:
-        i = draw(st.integers(0, len(data) - 1))
-        chunk = draw(st.binary(min_size=1, max_size=32))
-        return data[:i] + chunk + data[i + len(chunk) :]
 
-    def insert(data: bytes, draw) -> bytes:
-        i = draw(st.integers(0, len(data)))
-        return data[:i] + draw(st.binary(min_size=1, max_size=64)) + data[i:]
-
-    def huge_field(data: bytes, draw) -> bytes:
-        # Length fields near the start matter most: bias positions towards the header.
-        limit = min(len(data) - 1, draw(st.sampled_from([64, 512, 4096, len(data)])))
-        i = draw(st.integers(0, max(limit, 0)))
-        value = draw(st.sampled_from(HUGE_VALUES))
-        packed = struct.pack("<Q", value) if draw(st.booleans()) else struct.pack("<I", value & 0xFFFFFFFF)
-        return data[:i] + packed + data[i + len(packed) :]
-
-    def random_bytes(data: bytes, draw) -> bytes:
-        return draw(st.binary(min_size=0, max_size=2048))
-
-    def head_then_random(data: bytes, draw) -> bytes:
-        keep = draw(st.integers(1, min(len(data), 256)))
-        return data[:keep] + draw(st.binary(min_size=0, max_size=1024))
-
-    kinds = [truncate, flip, overwrite, insert, huge_field, random_bytes, head_then_random]
-
-    @st.composite
-    def mutate(draw) -> bytes:
-        data = draw(seed)
-        kind = draw(st.sampled_from(kinds))
-        return kind(data, draw) if data else draw(st.binary(max_size=256))
-
-    return mutate()
+def mutations(seeds: list[bytes]) -> st.SearchStrategy[Mutation]:
+    """Seed files, each changed in one way a damaged or hostile file would be: truncated, bits
+    flipped, bytes overwritten or inserted, a length-like field made huge (biased to the header),
+    the head kept and the rest random, or random bytes altogether."""
+    longest = max(len(s) for s in seeds)
+    seed = st.integers(0, len(seeds) - 1)
+    anywhere = st.integers(0, longest)
+    header = st.one_of(st.integers(0, 64), st.integers(0, 4096), anywhere)
+    return st.one_of(
+        st.builds(Mutation, seed, st.just("truncate"), anywhere),
+        st.builds(Mutation, seed, st.just("flip"), anywhere, data=st.binary(min_size=1, max_size=16)),
+        st.builds(Mutation, seed, st.just("overwrite"), anywhere, data=st.binary(min_size=1, max_size=32)),
+        st.builds(Mutation, seed, st.just("insert"), anywhere, data=st.binary(min_size=1, max_size=64)),
+        st.builds(Mutation, seed, st.just("huge_field"), header, st.sampled_from(HUGE_VALUES), data=st.sampled_from([b"", b"q"])),
+        st.builds(Mutation, seed, st.just("head_then_random"), st.integers(1, 256), data=st.binary(max_size=1024)),
+        st.builds(Mutation, seed, st.just("random"), data=st.binary(max_size=2048)),
+    )
 
 
 def _alarm(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -100,6 +105,7 @@ def _alarm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def call_once(read: Callable[[Path], Any], path: Path, data: bytes, stats: FuzzStats) -> None:
     path.write_bytes(data)
+    failed = path.with_name(path.name + ".failing")
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(PER_INPUT_TIMEOUT_S)
     try:
@@ -111,6 +117,9 @@ def call_once(read: Callable[[Path], Any], path: Path, data: bytes, stats: FuzzS
         if "\n" in message.strip():
             raise AssertionError(f"{stats.reader}: the error is not one line: {message!r}") from exc
         stats.messages.add(message.split(":")[0])
+    except BaseException:
+        failed.write_bytes(data)  # kept beside the input in the test's tmp folder, to reproduce
+        raise
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -135,12 +144,13 @@ def fuzz_reader(name: str, read: Callable[[Path], Any], seeds: list[bytes], work
         deadline=None,
         database=None,
         derandomize=False,
+        phases=(Phase.explicit, Phase.generate),  # no shrinking: a Mutation already prints in one line
         suppress_health_check=list(HealthCheck),
         print_blob=True,
     )
     @given(mutations(seeds))
-    def property_holds(data: bytes) -> None:
-        call_once(read, path, data, stats)
+    def property_holds(mutation: Mutation) -> None:
+        call_once(read, path, mutation.apply(seeds), stats)
 
     # Rounds of fresh random examples until the budget is spent: bounded time whatever the reader's speed.
     start = time.perf_counter()
