@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     report = conversion.report
     print(f"{args.params} -> {args.output}")
     print(f"  arch: {summary['arch'] or 'unregistered (spec stored in the checkpoint)'}, {summary['num_params']:,} parameters")
+    for note in report.notes:
+        print(f"  note: {note}")
     print(f"  tensors mapped: {summary['mapped_tensors']}, skipped: {len(report.skipped)}")
     for item in report.skipped[:8]:
         print(f"    skipped {item['source']}: {item['reason']}")

@@ -44,6 +44,25 @@ def _as_tensor(name: str, array: np.ndarray, path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
+def spec_differences(spec: ResNetSpec, other: ResNetSpec) -> list[str]:
+    """The fields in which ``other`` differs from ``spec`` (the class count aside)."""
+    mine, theirs = spec.to_dict(), other.replace(num_classes=spec.num_classes).to_dict()
+    return [key for key in mine if mine[key] != theirs[key]]
+
+
+def closest_archs(spec: ResNetSpec, count: int = 3) -> list[tuple[str, list[str]]]:
+    """The registered archs nearest to an unregistered spec, with the fields that differ."""
+    ranked = sorted((len(d), name, d) for name in list_archs() if (d := spec_differences(spec, get_spec(name))))
+    return [(name, diffs) for _, name, diffs in ranked[:count]]
+
+
+def _name_or_closest(spec: ResNetSpec, report: ConversionReport) -> None:
+    """When no registered arch is this network, say which come nearest and how they differ."""
+    if find_arch(spec) is None:
+        near = "; ".join(f"{name} (differs in {', '.join(diffs)})" for name, diffs in closest_archs(spec))
+        report.notes.append(f"no registered arch has this layout; the closest: {near}")
+
+
 def _check_arch(spec: ResNetSpec, arch: str | None, where: str, found_by: str) -> str | None:
     """The registered name of ``spec``; with ``arch`` given, refuse it unless it is the same network."""
     found = find_arch(spec)
@@ -145,7 +164,10 @@ def _gluon_spec(path: Path, version: str, sd: dict[str, np.ndarray], input_bn: s
         raise ConversionError(f"{path}: the names and shapes describe no valid ResNet: {exc}") from exc
 
 
-def convert_gluon_parameters(path: Path, params: dict[str, np.ndarray], arch: str | None) -> Conversion:
+def convert_gluon_parameters(
+    path: Path, params: dict[str, np.ndarray], arch: str | None, legacy_names: dict[str, str] | None = None
+) -> Conversion:
+    """``legacy_names`` (structural -> stored name) when ``params`` were translated from ``save_params``."""
     names = list(params)
     version = gluon_version_or_fail(path, names)
     mapped, unmatched = gluon_names.rename_all(names, version)
@@ -157,6 +179,8 @@ def convert_gluon_parameters(path: Path, params: dict[str, np.ndarray], arch: st
         )
     report = ConversionReport("mxnet", [path.name])
     sd_np = {target: params[source] for target, source in mapped.items()}
+    if legacy_names:
+        mapped = {target: legacy_names[source] for target, source in mapped.items()}
     input_bn_choices = ["none"]
     if version == "v2":
         if "data_bn.bias" not in sd_np:
@@ -175,13 +199,14 @@ def convert_gluon_parameters(path: Path, params: dict[str, np.ndarray], arch: st
         report.notes.append("the input BN has a non-zero beta: converted as a fixed-gamma BN that keeps it")
     name = _check_arch(spec, arch, str(path), "names and shapes")
     report.arch = name
+    _name_or_closest(spec, report)
     state_dict = {}
     for target, array in sd_np.items():
         state_dict[target] = _as_tensor(mapped.get(target, target), array, path)
         if target in mapped:
             report.map(target, mapped[target])
     _check_shapes(path, spec, state_dict, name)
-    details = {"format": "gluon save_parameters", "gluon_version": version.upper()}
+    details = {"format": "gluon save_params (legacy)" if legacy_names else "gluon save_parameters", "gluon_version": version.upper()}
     meta = _metadata(spec, name, [path], details, "gluon")
     return finish_conversion(spec, state_dict, meta, report, str(path))
 
@@ -306,6 +331,7 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     where = f"{params_path} with {symbol_path.name}"
     name = _check_arch(spec, arch, where, "symbol")
     report.arch = name
+    _name_or_closest(spec, report)
     state_dict = {k: _as_tensor(report.mapped.get(k, k), v, params_path) for k, v in sd_np.items()}
     _check_shapes(params_path, spec, state_dict, name)
     family = arch_info(name).family if name else ("mxnet" if spec.input_bn == "fixed_gamma" else "gluon")
@@ -354,7 +380,13 @@ def convert_mxnet(params_path: str | Path, arch: str | None = None, symbol: str 
             )
     if symbol is not None:
         return convert_symbol(params_path, params, Path(symbol), arch)
+    if gluon_names.is_legacy(list(params)):
+        try:
+            structural, legacy_names = gluon_names.legacy_to_structural(params)
+        except ValueError as exc:
+            raise ConversionError(f"{params_path}: the save_params names do not add up to a Gluon ResNet: {exc}") from exc
+        return convert_gluon_parameters(params_path, structural, arch, legacy_names)
     return convert_gluon_parameters(params_path, params, arch)
 
 
-__all__ = ["convert_mxnet", "convert_gluon_parameters", "convert_symbol", "default_symbol_for"]
+__all__ = ["closest_archs", "convert_mxnet", "convert_gluon_parameters", "convert_symbol", "default_symbol_for"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 BN = r"(?P<bn>gamma|beta|running_mean|running_var)"
 BN_RENAME = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"}
 WB = r"(?P<p>weight|bias)"
@@ -106,3 +108,90 @@ def rename_all(names: list[str], version: str) -> tuple[dict[str, str], list[str
 
 
 __all__ = ["GLUON_V1_NAMES", "GLUON_V2_NAMES", "gluon_version", "rename", "rename_all", "stage_indices"]
+
+
+# -- the legacy format: Block.save_params (MXNet < 1.3) --------------------------------------------------
+# ``save_params`` wrote the parameters' scoped names with the net's prefix stripped: ``conv0_weight``,
+# ``stage1_batchnorm4_gamma``, ``dense0_bias``.  Gluon numbers each layer type in the order a name
+# scope creates them, so a block's layers follow from the block code; they are translated here into the
+# structural names above (and the shapes are checked afterwards like any other file).
+LEGACY_NAME = re.compile(
+    r"^(?:resnetv[12]\d*_)?(?:stage(?P<stage>\d+)_)?(?P<layer>conv|batchnorm|dense)(?P<n>\d+)_"
+    r"(?P<param>weight|bias|gamma|beta|running_mean|running_var)$"
+)
+# Per block, in creation order: (layer type, index within the block's own counter, structural name).
+LEGACY_BLOCKS: dict[tuple[str, str], list[tuple[str, int, str]]] = {
+    ("v1", "bottleneck"): [("conv", 0, "body.0"), ("batchnorm", 0, "body.1"), ("conv", 1, "body.3"), ("batchnorm", 1, "body.4"),
+                           ("conv", 2, "body.6"), ("batchnorm", 2, "body.7")],
+    ("v1", "basic"): [("conv", 0, "body.0"), ("batchnorm", 0, "body.1"), ("conv", 1, "body.3"), ("batchnorm", 1, "body.4")],
+    ("v2", "bottleneck"): [("batchnorm", 0, "bn1"), ("conv", 0, "conv1"), ("batchnorm", 1, "bn2"), ("conv", 1, "conv2"),
+                           ("batchnorm", 2, "bn3"), ("conv", 2, "conv3")],
+    ("v2", "basic"): [("batchnorm", 0, "bn1"), ("conv", 0, "conv1"), ("batchnorm", 1, "bn2"), ("conv", 1, "conv2")],
+}
+# The block's downsample, created after its body: V1 conv + BN, V2 a bare conv.
+LEGACY_DOWNSAMPLE: dict[str, list[tuple[str, str]]] = {
+    "v1": [("conv", "downsample.0"), ("batchnorm", "downsample.1")],
+    "v2": [("conv", "downsample")],
+}
+
+
+def is_legacy(names: list[str]) -> bool:
+    return bool(names) and all(LEGACY_NAME.match(n) for n in names)
+
+
+def legacy_to_structural(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Translate a ``save_params`` file into ``save_parameters`` names.
+
+    Returns (arrays under structural names, structural name -> legacy name).  Raises ValueError with
+    the reason when the layers do not add up to Gluon ResNet blocks.
+    """
+    layers: dict[tuple[int, str, int], dict[str, str]] = {}  # (stage or 0, type, n) -> param -> legacy name
+    for name in arrays:
+        m = LEGACY_NAME.match(name)
+        layers.setdefault((int(m.group("stage") or 0), m.group("layer"), int(m.group("n"))), {})[m.group("param")] = name
+    top_bn = sorted(n for s, t, n in layers if s == 0 and t == "batchnorm")
+    version = "v2" if len(top_bn) == 3 else "v1"
+    if top_bn != list(range(3 if version == "v2" else 1)):
+        raise ValueError(f"top-level batchnorm layers {top_bn}; expected [0] (V1) or [0, 1, 2] (V2)")
+    stages = sorted({s for s, _, _ in layers if s})
+    if stages != list(range(1, len(stages) + 1)):
+        raise ValueError(f"stages {stages}; expected stage1..stageN")
+    first = GLUON_V1_FIRST_STAGE if version == "v1" else GLUON_V2_FIRST_STAGE
+    top = {("conv", 0): "features.0", ("batchnorm", 0): "features.1", ("dense", 0): "output"}
+    if version == "v2":
+        top = {("batchnorm", 0): "features.0", ("conv", 0): "features.1", ("batchnorm", 1): "features.2",
+               ("batchnorm", 2): f"features.{first + len(stages)}", ("dense", 0): "output"}
+    target: dict[tuple[int, str, int], str] = {(0, t, n): path for (t, n), path in top.items()}
+    for stage in stages:
+        convs = sorted(n for s, t, n in layers if s == stage and t == "conv")
+        first_conv = arrays[layers[(stage, "conv", 0)]["weight"]] if (stage, "conv", 0) in layers else None
+        if first_conv is None or convs != list(range(len(convs))):
+            raise ValueError(f"stage{stage} has conv layers {convs}; expected conv0..convN")
+        block = "bottleneck" if first_conv.shape[-1] == 1 else "basic"
+        per_block = 3 if block == "bottleneck" else 2
+        has_downsample = len(convs) % per_block == 1
+        count = (len(convs) - has_downsample) // per_block
+        counters = {"conv": 0, "batchnorm": 0}
+        for b in range(count):
+            base = dict(counters)
+            for layer, offset, path in LEGACY_BLOCKS[(version, block)]:
+                target[(stage, layer, base[layer] + offset)] = f"features.{first + stage - 1}.{b}.{path}"
+                counters[layer] = max(counters[layer], base[layer] + offset + 1)
+            if b == 0 and has_downsample:
+                for layer, path in LEGACY_DOWNSAMPLE[version]:
+                    target[(stage, layer, counters[layer])] = f"features.{first + stage - 1}.0.{path}"
+                    counters[layer] += 1
+    out: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    for key, params in layers.items():
+        if key not in target:
+            stage, layer, n = key
+            raise ValueError(f"{'stage%d_' % stage if stage else ''}{layer}{n} has no place in a Gluon ResNet {version.upper()}")
+        for param, legacy in params.items():
+            structural = f"{target[key]}.{param}"  # the parameter names are the same in both formats
+            out[structural] = arrays[legacy]
+            sources[structural] = legacy
+    return out, sources
+
+
+__all__ += ["is_legacy", "legacy_to_structural"]

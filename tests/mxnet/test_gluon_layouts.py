@@ -1,6 +1,7 @@
 """Gluon ResNets beyond the model zoo's five depths (other stage counts, class counts and input
-sizes), built by the real Gluon in the peer venv: the converter must read the layout from the file,
-not from a list of known depths."""
+sizes), built by the real Gluon in the peer venv and saved three ways (save_parameters, export, and
+the pre-1.3 save_params): the converter must read the layout from the file, not from a list of known
+depths."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ for name, (cls, block, layers, channels, classes) in layouts.items():
     np.save(f"{root}/{name}-logits.npy", net(mx.nd.array(x)).asnumpy())
     net.save_parameters(f"{root}/{name}.params")
     net.export(f"{root}/{name}-export", 0)
+    net.save_params(f"{root}/{name}-legacy.params")  # the pre-1.3 format: prefix-stripped scoped names
 """
 
 
@@ -72,11 +74,14 @@ def gluon_layouts(tmp_path_factory, cache: Path) -> Path:  # cache: the peer ven
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-@pytest.mark.parametrize("form", ["save_parameters", "export"])
+@pytest.mark.parametrize("form", ["save_parameters", "export", "save_params"])
 def test_other_gluon_layouts(gluon_layouts: Path, name: str, form: str) -> None:
     cls, block, layers, _, classes = LAYOUTS[name]
     if form == "save_parameters":
         conversion = convert_mxnet(gluon_layouts / f"{name}.params")
+    elif form == "save_params":
+        conversion = convert_mxnet(gluon_layouts / f"{name}-legacy.params")
+        assert conversion.report.mapped["fc.weight"] == "dense0_weight"
     else:
         conversion = convert_mxnet(gluon_layouts / f"{name}-export-0000.params")  # finds -symbol.json beside it
     spec = conversion.spec

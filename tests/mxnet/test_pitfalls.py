@@ -115,6 +115,7 @@ def test_gluon_v2_input_bn_keeps_a_nonzero_beta(cache: Path) -> None:
     folder = cache / "gluon_resnet18_v2"
     conversion = convert_mxnet(folder / "variant_databeta.params")
     assert conversion.spec.input_bn == "fixed_gamma" and conversion.metadata.arch is None
+    assert "the closest: resnet18_v2 (differs in input_bn)" in " ".join(conversion.report.notes)
     x, reference = np.load(folder / "input.npy"), np.load(folder / "logits_mxnet_variant_databeta.npy")
     assert_parity(reference, logits_of(model_of(conversion), x))
     affine_free = conversion.spec.replace(input_bn="affine_free")
