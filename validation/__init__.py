@@ -5,7 +5,8 @@ Public API:
 
 - `evaluate(model, metadata, data_dir, crops=1, ...) -> dict`: the ``validate`` result.
 - `compare_checkpoints(model_a, meta_a, model_b, meta_b, data_dir)`: parity of two ports, no labels.
-- `make_sample_dataset(dest_dir) -> Path`: a tiny flat-layout folder of real photos (scikit-image's).
+- `make_sample_dataset(dest_dir) -> Path`: a tiny flat-layout folder of real photos (scikit-image's);
+  `run_sample_validation(model, metadata, work_dir, crops=10) -> dict`: the demo's short run on it.
 - Preprocessed crops for a checkpoint's metadata, for anything that feeds images to a model:
   `make_dataset(data_dir, metadata.preprocessing, crops=1)` (a torch ``Dataset`` of
   ``(float crops (N, C, H, W), label)``), `ImageDataset(samples, CropTransform(...), normalize=True)`,
@@ -28,7 +29,7 @@ from validation.decode import BadImageError, decode_image
 from validation.evaluate import compare_checkpoints, evaluate
 from validation.metrics import Tally, average_crop_probabilities, topk_hits
 from validation.published import PUBLISHED, PublishedResult, published_for
-from validation.sample import make_sample_dataset
+from validation.sample import make_sample_dataset, run_sample_validation
 from validation.transforms import CropBox, CropSet, CropTransform, Normalizer, crop_boxes, resize_shorter, resized_size
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "published_for",
     "read_class_list",
     "resize_shorter",
+    "run_sample_validation",
     "resized_size",
     "scan_dataset",
     "topk_hits",

@@ -49,6 +49,13 @@ def test_sample_dataset_is_flat_imagenet_layout(sample_dir):
         assert (sample_dir / name).is_file() and 0 <= int(label) < 1000
 
 
+def test_run_sample_validation(tmp_path):
+    from validation import run_sample_validation
+
+    result = run_sample_validation(tiny_model(), tiny_metadata(), tmp_path / "demo", crops=10)
+    assert result["images"] == len(SAMPLE_PHOTOS) and result["crops"] == 10 and result["protocol"]["layout"] == "flat"
+
+
 def test_ten_crop_run_on_sample_photos(tiny_ckpt, sample_dir, tmp_path, capsys):
     out, pred = tmp_path / "r.json", tmp_path / "p.jsonl"
     code = main([str(tiny_ckpt), "--data", str(sample_dir), "--crops", "10", "--json", str(out), "--predictions", str(pred),
