@@ -5,6 +5,6 @@ ResNet from the graph's topology and shapes (never from names), and returns a `C
 """
 
 from converters.onnx.convert import convert_onnx
-from converters.onnx.verify import verify_with_onnxruntime
+from converters.onnx.verify import verify_conversion
 
-__all__ = ["convert_onnx", "verify_with_onnxruntime"]
+__all__ = ["convert_onnx", "verify_conversion"]

@@ -104,3 +104,12 @@ def test_unusable_output_paths_are_refused_first(build, tmp_path, capsys):
     assert main([str(net.path), "-o", str(tmp_path / "absent" / "r18.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
+
+
+def test_without_onnxruntime_the_graph_is_evaluated_in_torch(build, tmp_path, capsys, monkeypatch):
+    net = build(depth=50, residual="v2", stem_pool="max_ceil", size=40)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    out = tmp_path / "r50.pth"
+    assert main([str(net.path), "-o", str(out), "--json"]) == 0
+    verification = json.loads(capsys.readouterr().out)["verification"]
+    assert verification["passed"] is True and "evaluated node by node" in verification["referee"]
