@@ -28,15 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convert-mxnet",
         description=(
-            "Convert a Gluon model-zoo ResNet (save_parameters or export files) or a classic MXNet symbolic "
-            "ResNet (resnet-N-symbol.json + resnet-N-0000.params) to a reference checkpoint.  MXNet is not "
-            "needed.  The converted model takes what the source takes: normalised RGB for Gluon, 0-255 RGB "
-            "for the symbolic models (their data BN normalises inside); the checkpoint metadata says which."
+            "Convert a Gluon model-zoo ResNet (save_parameters, save_params or export files) or a classic\n"
+            "MXNet symbolic ResNet (resnet-N-symbol.json + resnet-N-0000.params) to a reference checkpoint.\n"
+            "MXNet is not needed.  The converted model takes what the source takes: normalised RGB for\n"
+            "Gluon, 0-255 RGB for the symbolic models (their data BN normalises inside); the checkpoint\n"
+            "metadata says which."
         ),
-        epilog=__doc__.split("\n\n", 2)[2] if __doc__ else None,
+        epilog="examples:\n" + __doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("params", type=Path, help="the .params file (Gluon save_parameters, export() or save_checkpoint)")
+    parser.add_argument(
+        "params", type=Path, help="the .params file (Gluon save_parameters or save_params, export(), or save_checkpoint)"
+    )
     parser.add_argument(
         "--symbol",
         type=Path,
