@@ -264,3 +264,21 @@ def test_names_play_no_part(build, tmp_path):
     assert converted.state_dict.keys() == original.state_dict.keys()
     for key, tensor in original.state_dict.items():
         assert torch.equal(converted.state_dict[key], tensor), key
+
+
+def test_external_weight_data(build, tmp_path):
+    """Weights stored beside the graph (ONNX external data) are read from the file's folder."""
+    import onnx
+
+    net = build(depth=18, residual="v2")
+    folder = tmp_path / "external"
+    folder.mkdir()
+    path = folder / "model.onnx"
+    onnx.save_model(
+        onnx.load(str(net.path)), str(path), save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
+    assert path.stat().st_size < net.path.stat().st_size / 2
+    assert_matches(net, convert_onnx(path))
+    (folder / "weights.bin").unlink()
+    with pytest.raises(ConversionError, match="external weight data"):
+        convert_onnx(path)
