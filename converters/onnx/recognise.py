@@ -11,7 +11,7 @@ once; the first one that does not fit the pattern is named in the error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from converters.onnx.graph import Node, OnnxGraph
 from converters.onnx.ops import (
@@ -57,9 +57,8 @@ class Block:
     residual: str  # "v1" | "v2"
     kind: str  # "basic" | "bottleneck"
     convs: list[ConvLayer]
-    bns: list[
-        BatchNormLayer
-    ]  # v1: one after each conv; v2: the pre-activation BN, then one after each conv but the last
+    # v1: one BN after each conv; v2: the pre-activation BN, then one after each conv but the last.
+    bns: list[BatchNormLayer]
     shortcut_conv: ConvLayer | None
     shortcut_bn: BatchNormLayer | None
     first: Node  # the node errors about this block name
@@ -93,7 +92,6 @@ class Recognised:
     head_nodes: list[Node]  # flatten / reshape / identity nodes between pool and linear
     linear: LinearLayer
     bias_add: AddLayer | None
-    visited: set[int] = field(default_factory=set)
 
 
 class _Walker:
@@ -454,5 +452,4 @@ def recognise(graph: OnnxGraph) -> Recognised:
         head_nodes=head_nodes,
         linear=linear,
         bias_add=bias_add,
-        visited=set(walker.visited),
     )
