@@ -7,6 +7,9 @@ a bug injected here: that cause, and only it.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -40,13 +43,18 @@ def test_stored_gamma_that_mxnet_ignores_changes_nothing(mxnet_fixtures, run_aud
     assert report["verdict"] in ("identical", "equivalent")
 
 
+MEAN = CAFFE_REF / "ResNet_mean.binaryproto"  # the release's real mean image
+
+
 @pytest.fixture(scope="module")
 def golden_r50(tmp_path_factory):
-    """The golden ResNet-50 caffemodel and its conversion saved as a toolkit checkpoint."""
+    """The golden ResNet-50 caffemodel and its conversion (with the real mean image) saved as a
+    toolkit checkpoint."""
     from converters.caffe import convert_caffe
 
     model = unpacked("ResNet-50.caffemodel")
-    conversion = convert_caffe(model)
+    conversion = convert_caffe(model, mean=MEAN)
+    assert conversion.metadata.preprocessing.mean_image is not None
     folder = tmp_path_factory.mktemp("golden")
     port = save_checkpoint(folder / "port.pth", conversion.spec, conversion.state_dict, conversion.metadata)
     return model, port, conversion, folder
@@ -54,7 +62,7 @@ def golden_r50(tmp_path_factory):
 
 def test_golden_caffemodel_and_its_conversion_are_equivalent(golden_r50, run_audit):
     model, port, _, _ = golden_r50
-    code, report = run_audit(model, port, "-n", "2")
+    code, report = run_audit(model, port, "-n", "2", "--mean-a", str(MEAN))
     assert (code, report["verdict"], report["causes"]) == (0, "equivalent", [])
     assert report["max_abs_logit_diff"] == 0.0
 
@@ -62,7 +70,10 @@ def test_golden_caffemodel_and_its_conversion_are_equivalent(golden_r50, run_aud
 def test_golden_caffemodel_and_its_h5_are_identical(golden_r50, run_audit):
     model, _, _, _ = golden_r50
     h5 = unpacked("ResNet-50.caffemodel.h5")
-    code, report = run_audit(model, h5, "-n", "2", "--prototxt-b", str(CAFFE_REF / "ResNet-50-deploy.prototxt"))
+    code, report = run_audit(
+        model, h5, "-n", "2", "--mean-a", str(MEAN), "--mean-b", str(MEAN),
+        "--prototxt-b", str(CAFFE_REF / "ResNet-50-deploy.prototxt"),
+    )
     assert (code, report["verdict"], report["causes"]) == (0, "identical", [])
 
 
@@ -74,6 +85,19 @@ def test_golden_port_with_bn_factor_left_in_is_named(golden_r50, run_audit):
         if key.endswith(("running_mean", "running_var")):
             bad[key] = value * torch.tensor(999.982, dtype=torch.float32)
     port = save_checkpoint(folder / "bad_bn.pth", conversion.spec, bad, conversion.metadata)
-    code, report = run_audit(model, port, "-n", "2")
+    code, report = run_audit(model, port, "-n", "1", "--mean-a", str(MEAN))
     assert (code, report["verdict"]) == (1, "different")
     assert [c["key"] for c in report["causes"]] == ["bn_scale_factor"]
+
+
+def test_golden_port_with_per_channel_means_is_named(golden_r50, run_audit):
+    """A port that replaced the release's mean image by its three channel averages (a common
+    shortcut: 104, 117, 123 are its rounded averages)."""
+    model, _, conversion, folder = golden_r50
+    pre = conversion.metadata.preprocessing
+    averages = tuple(float(v) for v in np.asarray(pre.mean_image, dtype=np.float64).mean(axis=(1, 2)))
+    meta = dataclasses.replace(conversion.metadata, preprocessing=dataclasses.replace(pre, mean_image=None, mean=averages))
+    port = save_checkpoint(folder / "means.pth", conversion.spec, conversion.state_dict, meta)
+    code, report = run_audit(model, port, "-n", "1", "--mean-a", str(MEAN))
+    assert (code, report["verdict"]) == (1, "different")
+    assert [c["key"] for c in report["causes"]] == ["mean_image"]

@@ -94,6 +94,18 @@ def load_model_seeds(work: Path) -> list[bytes]:
     return [save_checkpoint(work / "seed.safetensors", spec, state, meta).read_bytes()]
 
 
+def _load_side(path: Path) -> Any:
+    from audit import load_side
+
+    return load_side("A", path)
+
+
+@fuzz_target("audit.load_side", _load_side, ".pth")
+def audit_side_seeds(work: Path) -> list[bytes]:
+    """What `audit` itself reads first: kind dispatch, then the checkpoint path with its metadata."""
+    return load_model_seeds(work) + checkpoint_seeds(work)[:1]
+
+
 def tiny_onnx(path: Path) -> Path:
     """A small reference ResNet exported by torch's ONNX exporter, BatchNorms kept as nodes."""
     from resnet_ref import build_model
