@@ -9,6 +9,9 @@ The layout, little-endian, as MXNet 1.x writes it (and as the tests confirm on f
         u32 magic                 0xF993FAC9 (nd.save) or 0xF993FACA (npx.save, numpy semantics)
         i32 storage type          0 = dense (sparse arrays are refused)
         shape                     ndim (u32 for 0xF993FAC9, i32 for 0xF993FACA), then ndim x i64
+                                  (older files: magic 0xF993FAC8 has no storage type; before MXNet
+                                  0.9 there is no magic, the record starts with a u32 ndim and its
+                                  dims are u32)
         [nothing more when the shape is empty / unknown]
         i32 dev_type, i32 dev_id  the context it was saved from (ignored)
         i32 dtype                 see DTYPES
@@ -34,7 +37,8 @@ from resnet_port.errors import CheckpointError
 LIST_MAGIC = 0x112
 NDARRAY_MAGIC_V2 = 0xF993FAC9  # nd.save: u32 ndim, an empty shape means "no data"
 NDARRAY_MAGIC_V3 = 0xF993FACA  # npx.save: i32 ndim, -1 means unknown, 0 is a scalar
-NDARRAY_MAGIC_V1 = 0xF993FAC8  # old files (before storage types): refused with a clear message
+NDARRAY_MAGIC_V1 = 0xF993FAC8  # MXNet 0.9-0.12 (before storage types)
+MAX_NDIM = 32  # a record whose first word is at most this is a pre-0.9 one: that word is its ndim
 STORAGE_DENSE = 0
 BF16 = 12
 
@@ -84,23 +88,26 @@ def _read_array(reader: _Reader, index: int) -> np.ndarray | None:
     where = f"array #{index}"
     start = reader.pos
     (magic,) = reader.unpack("<I", f"the magic of {where}")
-    if magic == NDARRAY_MAGIC_V1 or magic not in (NDARRAY_MAGIC_V2, NDARRAY_MAGIC_V3):
+    dim_format = "q"
+    if magic in (NDARRAY_MAGIC_V2, NDARRAY_MAGIC_V3):
+        (stype,) = reader.unpack("<i", f"the storage type of {where}")
+        if stype != STORAGE_DENSE:
+            raise CheckpointError(f"{reader.path}: {where} has storage type {stype}; only dense arrays (0) are supported")
+        (ndim,) = reader.unpack("<I" if magic == NDARRAY_MAGIC_V2 else "<i", f"the ndim of {where}")
+    elif magic == NDARRAY_MAGIC_V1:  # MXNet 0.9-0.12: no storage type, u32 ndim, i64 dims
+        (ndim,) = reader.unpack("<I", f"the ndim of {where}")
+    elif magic <= MAX_NDIM:  # before 0.9: no magic at all; the first word is ndim, the dims are u32
+        ndim, dim_format = magic, "I"
+    else:
         raise CheckpointError(
             f"{reader.path}: {where} at offset {start} has magic 0x{magic:08X}; expected 0x{NDARRAY_MAGIC_V2:08X} "
-            f"(nd.save) or 0x{NDARRAY_MAGIC_V3:08X} (npx.save); files from MXNet before 1.0 are not supported"
+            f"(nd.save), 0x{NDARRAY_MAGIC_V3:08X} (npx.save), 0x{NDARRAY_MAGIC_V1:08X} (MXNet < 1.0) or a legacy ndim"
         )
-    (stype,) = reader.unpack("<i", f"the storage type of {where}")
-    if stype != STORAGE_DENSE:
-        raise CheckpointError(f"{reader.path}: {where} has storage type {stype}; only dense arrays (0) are supported")
-    if magic == NDARRAY_MAGIC_V2:
-        (ndim,) = reader.unpack("<I", f"the ndim of {where}")
-    else:
-        (ndim,) = reader.unpack("<i", f"the ndim of {where}")
-    if ndim == -1 or (ndim == 0 and magic == NDARRAY_MAGIC_V2):
+    if ndim == -1 or (ndim == 0 and magic != NDARRAY_MAGIC_V3):
         return None  # saved with no shape: MXNet writes nothing more for it
-    if not 0 <= ndim <= 32:
-        raise CheckpointError(f"{reader.path}: {where} claims {ndim} dimensions; expected 0 to 32")
-    shape = reader.unpack(f"<{ndim}q", f"the shape of {where}")
+    if not 0 <= ndim <= MAX_NDIM:
+        raise CheckpointError(f"{reader.path}: {where} claims {ndim} dimensions; expected 0 to {MAX_NDIM}")
+    shape = reader.unpack(f"<{ndim}{dim_format}", f"the shape of {where}")
     if any(d < 0 for d in shape):
         if magic == NDARRAY_MAGIC_V3 and any(d == -1 for d in shape):
             return None  # a shape with unknown dimensions carries no data either
