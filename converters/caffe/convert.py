@@ -19,7 +19,7 @@ from converters.caffe.caffemodel import CaffeModel, read_caffemodel
 from converters.caffe.errors import CaffeFormatError
 from converters.caffe.graph import to_spec, to_state_dict, walk
 from converters.caffe.layers import Node, blob_id, read_layer
-from converters.caffe.netstate import in_test_phase
+from converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
 from converters.caffe.prototxt import read_prototxt
 from converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.errors import ConversionError
@@ -48,7 +48,7 @@ def check_agreement(prototxt_net: Any, model_net: Any, prototxt: Path, model: Pa
             for top in layer.top:
                 alias[top] = alias.get(layer.bottom[0], layer.bottom[0])
     for layer in prototxt_net.layer:
-        if not in_test_phase(layer) or layer.type == "Input":
+        if not in_test_phase(layer) or layer.type in DATA_TYPES or layer.type in LOSS_TYPES:
             continue
         other = by_name.get(layer.name)
         if other is None:
@@ -95,10 +95,10 @@ def _mean_values(values: Sequence[float], channels: int) -> tuple[float, ...]:
     return values
 
 
-def _nodes(net: Any, model: CaffeModel, where: str, model_where: str, report: ConversionReport) -> list[Node]:
+def _nodes(net: Any, model: CaffeModel, where: str, model_where: str, report: ConversionReport, filter_phase: bool) -> list[Node]:
     nodes = []
     for layer in net.layer:
-        if not in_test_phase(layer):
+        if filter_phase and not in_test_phase(layer):
             report.skip(layer.name, "excluded from the TEST phase")
             continue
         blobs = model.blobs.get(layer.name, [])
@@ -149,7 +149,10 @@ def convert_caffe(
         net = model.net
         where = str(model_path)
 
-    nodes = _nodes(net, model, where, str(model_path), report)
+    # A prototxt may hold both phases (train_val); the caffemodel's own net was filtered by Caffe
+    # when it was built (a solver snapshot holds the TRAIN net), so it is taken as it is.
+    filter_phase = prototxt is not None
+    nodes = _nodes(net, model, where, str(model_path), report, filter_phase)
     graph = walk(nodes, where)
     spec, units = to_spec(graph, where)
     mapped = to_state_dict(graph, spec, units, where)
@@ -216,7 +219,8 @@ def convert_caffe(
         from converters.caffe.verify import verify_conversion
 
         metadata.verification = verify_conversion(
-            conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed, progress=progress
+            conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed, progress=progress,
+            filter_phase=filter_phase,
         )
     return conversion
 

@@ -85,7 +85,7 @@ class _Dataflow:
             self.outputs[node.name] = outs
             for top, tid in zip(node.tops, outs):
                 current[top] = tid
-            if node.type == "Input":
+            if node.attrs.get("input"):
                 self.input_nodes.append(node)
         # The pass-through layers are not consumers of interest: skip them in consumer lists.
         for tid, users in self.consumers.items():
@@ -212,8 +212,8 @@ def _block(flow: _Dataflow, tid: str) -> Block:
 def walk(nodes: list[Node], where: str) -> ResNetGraph:
     """Find the stem, the blocks and the head of a post-activation ResNet in ``nodes``."""
     flow = _Dataflow(nodes, where)
-    if len(flow.input_nodes) != 1 or len(flow.input_nodes[0].tops) != 1:
-        raise ConversionError(f"{where}: the net must have exactly one input blob (an Input layer or input: header)")
+    if len(flow.input_nodes) != 1 or not flow.input_nodes[0].tops:
+        raise ConversionError(f"{where}: the net must have exactly one input layer (Input, input: header, or one data layer)")
     input_node = flow.input_nodes[0]
     shapes = input_node.attrs.get("shapes") or [None]
     tid = flow.out(input_node)
@@ -247,11 +247,18 @@ def walk(nodes: list[Node], where: str) -> ResNetGraph:
         raise ConversionError(f"{where}: pool {head_pool.name!r} is followed by {found}; expected the InnerProduct classifier")
     ignored = [input_node]
     for user in flow.users(flow.out(fc)):
+        if user.attrs.get("terminal"):
+            ignored.append(user)  # a loss or accuracy head of a training net
+            continue
         if user.type != "Softmax":
             raise ConversionError(f"{where}: layer {user.name!r} ({user.type}) after the classifier does not fit a ResNet")
         ignored.append(user)
         if flow.users(flow.out(user)):
             raise ConversionError(f"{where}: layer {flow.users(flow.out(user))[0].name!r} after the Softmax does not fit a ResNet")
+    for extra in input_node.tops[1:]:  # labels: read only by the loss and accuracy heads
+        for user in flow.users(flow.outputs[input_node.name][input_node.tops.index(extra)]):
+            if not user.attrs.get("terminal"):
+                raise ConversionError(f"{where}: layer {user.name!r} reads the labels {extra!r}; only loss and accuracy layers may")
     graph = ResNetGraph(input_node.tops[0], shapes[0], stem, stem_pool, blocks, head_pool, fc, ignored)
     _check_all_visited(nodes, graph, where)
     return graph

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from converters.caffe.netstate import in_test_phase
+from converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
 from converters.caffe.registry import lookup, register
 from resnet_port.errors import ConversionError
 
@@ -182,14 +182,21 @@ class CaffeInterpreter:
     """A Caffe net (its layers, in file order) with weights by layer name, runnable on a batch.
 
     ``dtype`` float64 by default: the referee should be more precise than what it referees.
+    Data layers are fed like Input layers; loss and accuracy heads are skipped.
     """
 
-    def __init__(self, net: Any, blobs: Mapping[str, Blobs], dtype: torch.dtype = torch.float64) -> None:
-        self.layers = [layer for layer in net.layer if in_test_phase(layer)]
+    def __init__(
+        self, net: Any, blobs: Mapping[str, Blobs], dtype: torch.dtype = torch.float64, filter_phase: bool = True
+    ) -> None:
+        # filter_phase: keep the TEST-phase layers (a train_val prototxt); False for a net Caffe
+        # already built and saved (a caffemodel's own definition).
+        self.layers = [layer for layer in net.layer if not filter_phase or in_test_phase(layer)]
         self.dtype = dtype
         self.params: dict[str, list[torch.Tensor]] = {}
         self.ops: dict[str, Op] = {}
         for layer in self.layers:
+            if layer.type in DATA_TYPES or layer.type in LOSS_TYPES:
+                continue
             self.ops[layer.name] = lookup(FRAMEWORK, layer.type, layer.name, "interpreter")
             self.params[layer.name] = [torch.from_numpy(np.array(b, dtype=np.float64 if dtype == torch.float64 else np.float32)) for b in blobs.get(layer.name, [])]
 
@@ -201,11 +208,12 @@ class CaffeInterpreter:
         values: dict[str, torch.Tensor] = {name: torch.as_tensor(np.asarray(v), dtype=self.dtype) for name, v in inputs.items()}
         with torch.no_grad():
             for layer in tqdm(self.layers, desc="interpreter", unit="layer", disable=not progress, leave=False):
-                if layer.type == "Input":
-                    for top in layer.top:
-                        if top not in values:
-                            raise ConversionError(f"interpreter: no value given for the input blob {top!r}")
+                if layer.type in DATA_TYPES:
+                    if layer.top[0] not in values:
+                        raise ConversionError(f"interpreter: no value given for the input blob {layer.top[0]!r}")
                     continue
+                if layer.type in LOSS_TYPES:
+                    continue  # training heads need labels; the logits are already computed
                 try:
                     args = [values[b] for b in layer.bottom]
                 except KeyError as exc:

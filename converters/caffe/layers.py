@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from converters.caffe.netstate import DATA_TYPES, LOSS_TYPES
 from converters.caffe.registry import lookup, register
 from resnet_port.errors import ConversionError
 
@@ -92,7 +93,21 @@ def _take(node: Node, key: str, array: np.ndarray, source: str) -> None:
 @register(FRAMEWORK, "Input")
 def input_layer(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
-    return _node(layer, attrs={"shapes": shapes})
+    return _node(layer, attrs={"shapes": shapes, "input": True})
+
+
+def data_layer(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
+    """A training data layer (a train_val prototxt, or the net a solver snapshot saved): its first
+    top is the image blob.  Its size is the transform's crop when one is set."""
+    crop = int(layer.transform_param.crop_size) if layer.HasField("transform_param") else 0
+    shapes = [(1, 3, crop, crop)] if crop else []
+    return _node(layer, attrs={"shapes": shapes, "input": True})
+
+
+def loss_layer(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
+    """A loss or accuracy head on the logits: nothing to convert (the reference model ends at fc)."""
+    _expect_blobs(layer, blobs, (0,), where)
+    return _node(layer, attrs={"terminal": True})
 
 
 @register(FRAMEWORK, "Convolution")
@@ -217,6 +232,12 @@ def dropout(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
 @register(FRAMEWORK, "Split")
 def split(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     return _node(layer)  # copies its bottom to every top
+
+
+for _type in DATA_TYPES[1:]:
+    register(FRAMEWORK, _type)(data_layer)
+for _type in LOSS_TYPES:
+    register(FRAMEWORK, _type)(loss_layer)
 
 
 def read_layer(layer: Any, blobs: list[np.ndarray], where: str) -> Node:

@@ -24,14 +24,14 @@ def seeded_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 def verify_conversion(
     conversion: Conversion, net: Any, model: Any, input_shape: tuple[int, ...] | None, rgb: bool, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, filter_phase: bool = True,
 ) -> dict[str, Any]:
     details = conversion.metadata.source.details
     modules = details["blob_modules"]
     logits_blob = next(blob for blob, module in modules.items() if module == "fc")
     height, width = (input_shape[2], input_shape[3]) if input_shape and len(input_shape) == 4 else (224, 224)
     x = seeded_input((VERIFY_BATCH, conversion.spec.in_chans, height, width), seed)
-    reference = CaffeInterpreter(net, model.blobs).forward({details["input_blob"]: x}, progress=progress)[logits_blob]
+    reference = CaffeInterpreter(net, model.blobs, filter_phase=filter_phase).forward({details["input_blob"]: x}, progress=progress)[logits_blob]
     ours = run_converted(conversion, x[:, ::-1].copy() if rgb else x)
     figures = compare_logits(reference.numpy(), ours)
     figures.update(

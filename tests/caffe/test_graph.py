@@ -112,3 +112,46 @@ def test_input_channel_mismatch_names_the_layer(tmp_path):
     path = write_caffemodel(tmp_path / "c.caffemodel", net, blobs)
     with pytest.raises(ConversionError, match=r"'res3a_branch2b' blob 0 has shape \[8, 9, 3, 3\]: 9 input channels, but its input has 8"):
         convert_caffe(path)
+
+
+def _train_val(text: str, size: int = 64) -> str:
+    """The tiny deploy net as a train_val: TRAIN and TEST data layers, a loss and a TEST accuracy."""
+    body = text[text.index("layer {"):].replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob"  }\n', "")
+    head = 'name: "tiny_train_val"\n'
+    for phase, source in (("TRAIN", "train_lmdb"), ("TEST", "val_lmdb")):
+        head += (
+            f'layer {{ name: "data" type: "Data" top: "data" top: "label" include {{ phase: {phase} }} '
+            f'transform_param {{ crop_size: {size} mean_value: 104 mean_value: 117 mean_value: 123 mirror: {"true" if phase == "TRAIN" else "false"} }} '
+            f'data_param {{ source: "{source}" batch_size: 8 backend: LMDB }} }}\n'
+        )
+    tail = (
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n'
+        'layer { name: "accuracy" type: "Accuracy" bottom: "fc" bottom: "label" top: "accuracy" include { phase: TEST } }\n'
+    )
+    return head + body + tail
+
+
+def test_training_snapshot_and_train_val_prototxt_convert(tmp_path):
+    """A solver snapshot holds the TRAIN net (a Data layer, the loss); with or without the train_val
+    prototxt it converts to the same weights as the deploy net."""
+    deploy_text = resnet_prototxt()
+    deploy = parse_prototxt(deploy_text)
+    blobs = weights_for(deploy, seed=3)
+    train_val_text = _train_val(deploy_text)
+    (tmp_path / "train_val.prototxt").write_text(train_val_text)
+    train_val = parse_prototxt(train_val_text)
+    # What Caffe saves from a solver: the net filtered to the TRAIN phase.
+    train_net = parse_prototxt(train_val_text)
+    kept = [layer for layer in train_net.layer if not (layer.include and layer.include[0].phase == 1)]
+    del train_net.layer[:]
+    train_net.layer.extend(kept)
+    snapshot = write_caffemodel(tmp_path / "snapshot_iter_100.caffemodel", train_net, blobs)
+    reference = convert_caffe(write_caffemodel(tmp_path / "deploy.caffemodel", deploy, blobs))
+    for conversion in (
+        convert_caffe(snapshot, verify=True),
+        convert_caffe(snapshot, prototxt=tmp_path / "train_val.prototxt", verify=True),
+    ):
+        assert conversion.spec == reference.spec
+        assert all(torch.equal(conversion.state_dict[k], reference.state_dict[k]) for k in reference.state_dict)
+        assert conversion.metadata.verification["max_rel_diff"] < 1e-5
+    assert len(train_val.layer) == len(train_net.layer) + 2  # TEST data layer and accuracy
