@@ -148,3 +148,18 @@ def test_verify_records_the_interpreter_difference():
     verification = conversion.metadata.verification
     assert verification["max_rel_diff"] < TOL and verification["top1_agreement"] == 1.0
     assert verification["output_blob"] == "fc1000"
+
+
+def test_cli_checkpoint_reproduces_fc1000_after_save_and_load(tmp_path, capsys):
+    from checkpoints import load_model
+    from converters.caffe.cli import main
+
+    out = tmp_path / "r50.safetensors"
+    code = main([str(unpacked("ResNet-50.caffemodel")), "--prototxt", str(CAFFE_REF / "ResNet-50-deploy.prototxt"),
+                 "--mean", str(CAFFE_REF / "ResNet_mean.binaryproto"), "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    model, metadata = load_model(out)
+    assert metadata.arch == "caffe_resnet50" and metadata.preprocessing.mean_image.shape == (3, 224, 224)
+    with torch.inference_mode():
+        logits = model.eval()(torch.from_numpy(golden_blob(50, "data"))).numpy()
+    assert rel(golden_blob(50, "fc1000"), logits) < TOL
