@@ -5,5 +5,6 @@ ResNet.  Reading needs numpy only: MXNet's NDArray format is parsed here (`read_
 
 from converters.mxnet.convert import convert_mxnet
 from converters.mxnet.ndarray import read_ndarray_file, write_ndarray_file
+from converters.mxnet.writer import write_gluon_parameters
 
-__all__ = ["convert_mxnet", "read_ndarray_file", "write_ndarray_file"]
+__all__ = ["convert_mxnet", "read_ndarray_file", "write_gluon_parameters", "write_ndarray_file"]

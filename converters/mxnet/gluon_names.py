@@ -195,3 +195,54 @@ def legacy_to_structural(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.nd
 
 
 __all__ += ["is_legacy", "legacy_to_structural"]
+
+
+# -- the other way: reference names to Gluon's save_parameters names (for the writer) --------------------
+# (anchored pattern on the reference name, Gluon template); {stage} here is the Gluon features index.
+REFERENCE_TO_GLUON_V1: list[tuple[str, str]] = [
+    (r"^conv1\.(?P<p>weight|bias)$", "features.0.{p}"),
+    (r"^bn1\.(?P<bn>.+)$", "features.1.{bn}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.conv1\.(?P<p>.+)$", "features.{stage}.{block}.body.0.{p}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.bn1\.(?P<bn>.+)$", "features.{stage}.{block}.body.1.{bn}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.conv2\.(?P<p>.+)$", "features.{stage}.{block}.body.3.{p}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.bn2\.(?P<bn>.+)$", "features.{stage}.{block}.body.4.{bn}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.conv3\.(?P<p>.+)$", "features.{stage}.{block}.body.6.{p}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.bn3\.(?P<bn>.+)$", "features.{stage}.{block}.body.7.{bn}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.downsample\.0\.(?P<p>.+)$", "features.{stage}.{block}.downsample.0.{p}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.downsample\.1\.(?P<bn>.+)$", "features.{stage}.{block}.downsample.1.{bn}"),
+    (r"^fc\.(?P<p>weight|bias)$", "output.{p}"),
+]
+REFERENCE_TO_GLUON_V2: list[tuple[str, str]] = [
+    (r"^data_bn\.(?P<bn>.+)$", "features.0.{bn}"),
+    (r"^conv1\.(?P<p>weight|bias)$", "features.1.{p}"),
+    (r"^bn1\.(?P<bn>.+)$", "features.2.{bn}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.(?P<layer>bn[123])\.(?P<bn>.+)$", "features.{stage}.{block}.{layer}.{bn}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.(?P<layer>conv[123])\.(?P<p>.+)$", "features.{stage}.{block}.{layer}.{p}"),
+    (r"^layer(?P<stage>\d+)\.(?P<block>\d+)\.downsample\.0\.(?P<p>.+)$", "features.{stage}.{block}.downsample.{p}"),
+    (r"^final_bn\.(?P<bn>.+)$", "features.{final}.{bn}"),
+    (r"^fc\.(?P<p>weight|bias)$", "output.{p}"),
+]
+GLUON_BN_NAME = {v: k for k, v in BN_RENAME.items()}
+
+
+def to_gluon_name(name: str, version: str, num_stages: int) -> str | None:
+    """The save_parameters name of a reference tensor (None for names Gluon has no place for)."""
+    table, first_stage = (REFERENCE_TO_GLUON_V1, GLUON_V1_FIRST_STAGE) if version == "v1" else (REFERENCE_TO_GLUON_V2, GLUON_V2_FIRST_STAGE)
+    for pattern, template in table:
+        match = re.match(pattern, name)
+        if match:
+            groups = match.groupdict()
+            if "bn" in groups and groups["bn"] not in GLUON_BN_NAME:
+                return None  # num_batches_tracked: Gluon keeps no such counter
+            return template.format(
+                p=groups.get("p"),
+                bn=GLUON_BN_NAME.get(groups.get("bn") or ""),
+                layer=groups.get("layer"),
+                stage=int(groups["stage"]) + first_stage - 1 if groups.get("stage") else None,
+                block=groups.get("block"),
+                final=first_stage + num_stages,
+            )
+    return None
+
+
+__all__ += ["to_gluon_name"]
