@@ -187,6 +187,14 @@ def read_graph(path: str | Path) -> OnnxGraph:
         names = ", ".join(v.name for v in graph.output) or "none"
         raise ConversionError(f"{path}: expected one output (the logits), the graph has {len(graph.output)} ({names})")
     input_shape = _shape_of(data_inputs[0])
+    elem_type = data_inputs[0].type.tensor_type.elem_type
+    if elem_type != onnx.TensorProto.FLOAT:
+        type_name = (
+            onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else elem_type
+        )
+        raise ConversionError(
+            f"{path}: input '{data_inputs[0].name}' is {type_name}, expected FLOAT (float32 images, as the ONNX zoo's)"
+        )
     if len(input_shape) != 4:
         raise ConversionError(
             f"{path}: input '{data_inputs[0].name}' has shape {list(input_shape)}, expected (N, C, H, W)"

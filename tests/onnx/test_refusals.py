@@ -192,6 +192,16 @@ def test_two_inputs_are_refused(build, tmp_path, capsys):
     refuse(path, tmp_path, capsys, "one image input", "extra")
 
 
+def test_a_non_float_input_is_refused(build, tmp_path, capsys):
+    import onnx
+
+    model = onnx.load(str(build(depth=18, run=False).path))
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    path = tmp_path / "uint8.onnx"
+    onnx.save(model, str(path))
+    refuse(path, tmp_path, capsys, "UINT8", "expected FLOAT")
+
+
 def test_registry_refuses_duplicates_and_unknown_types(build):
     with pytest.raises(RuntimeError, match="registered twice"):
         onnx_op("Conv")(lambda node, graph: None)
