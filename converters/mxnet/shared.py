@@ -1,0 +1,103 @@
+"""What the Gluon and the symbol paths of convert-mxnet share: choosing and checking the spec, the
+metadata, and the tensors' dtype."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
+from converters.common import ConversionReport
+from resnet_port.errors import ConversionError
+from resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
+
+FLOAT_KINDS = "f"
+
+
+def as_tensor(name: str, array: np.ndarray, path: Path) -> torch.Tensor:
+    if array.dtype.kind not in FLOAT_KINDS:
+        raise ConversionError(f"{path}: tensor {name!r} has dtype {array.dtype}; expected a floating-point type")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def spec_differences(spec: ResNetSpec, other: ResNetSpec) -> list[str]:
+    """The fields in which ``other`` differs from ``spec`` (the class count aside)."""
+    mine, theirs = spec.to_dict(), other.replace(num_classes=spec.num_classes).to_dict()
+    return [key for key in mine if mine[key] != theirs[key]]
+
+
+def closest_archs(spec: ResNetSpec, count: int = 3) -> list[tuple[str, list[str]]]:
+    """The registered archs nearest to an unregistered spec, with the fields that differ."""
+    ranked = sorted((len(d), name, d) for name in list_archs() if (d := spec_differences(spec, get_spec(name))))
+    return [(name, diffs) for _, name, diffs in ranked[:count]]
+
+
+def name_or_closest(spec: ResNetSpec, report: ConversionReport) -> None:
+    """When no registered arch is this network, say which come nearest and how they differ."""
+    if find_arch(spec) is None:
+        near = "; ".join(f"{name} (differs in {', '.join(diffs)})" for name, diffs in closest_archs(spec))
+        report.notes.append(f"no registered arch has this layout; the closest: {near}")
+
+
+def check_arch(spec: ResNetSpec, arch: str | None, where: str, found_by: str) -> str | None:
+    """The registered name of ``spec``; with ``arch`` given, refuse it unless it is the same network."""
+    found = find_arch(spec)
+    if arch is None:
+        return found
+    wanted = get_spec(arch, spec.num_classes)
+    if wanted != spec:
+        wanted_d, spec_d = wanted.to_dict(), spec.to_dict()
+        diffs = [f"{k}: {spec_d[k]!r} in the file, {wanted_d[k]!r} in {arch}" for k in spec_d if spec_d[k] != wanted_d[k]]
+        raise ConversionError(
+            f"{where}: the {found_by} describe{'s' if found_by == 'symbol' else ''} {found or 'an unregistered ResNet'}, "
+            f"not --arch {arch} ({'; '.join(diffs[:4])})"
+        )
+    return arch
+
+
+def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dict, family: str) -> CheckpointMetadata:
+    return CheckpointMetadata(
+        spec=spec,
+        arch=arch,
+        preprocessing=preset_preprocessing(family),
+        source=SourceInfo(framework="mxnet", files=[SourceFile.of(p) for p in files], details=details),
+    )
+
+
+def conv_bias_roles(sd: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The spec's conv_bias roles of the convs that carry a bias in the renamed tensors."""
+    roles = set()
+    for key in sd:
+        if key == "conv1.bias":
+            roles.add("stem")
+        elif match := re.match(r"^layer\d+\.\d+\.(conv[123]|downsample\.0)\.bias$", key):
+            roles.add("downsample" if match.group(1) == "downsample.0" else match.group(1))
+    return tuple(sorted(roles))
+
+
+def input_bn_kind(beta: np.ndarray) -> list[str]:
+    """An input BN with fix_gamma: gamma is 1; an all-zero beta makes it the affine-free BN as well."""
+    return ["affine_free", "fixed_gamma"] if not np.any(beta) else ["fixed_gamma"]
+
+
+def pick_spec(candidates: list[ResNetSpec], arch: str | None) -> ResNetSpec:
+    """Of equivalent readings of one network, the one --arch names, else a registered one, else the first."""
+    for spec in candidates:
+        if arch is not None and arch in list_archs() and get_spec(arch, spec.num_classes) == spec:
+            return spec
+    for spec in candidates:
+        if find_arch(spec) is not None:
+            return spec
+    return candidates[0]
+
+
+def check_shapes(path: Path, spec: ResNetSpec, state_dict: dict[str, torch.Tensor], name: str | None) -> None:
+    problems = state_dict_problems(spec, state_dict)
+    if problems:
+        raise ConversionError(f"{path}: the tensors do not fit {name or 'the ResNet their names describe'}: {problems}")
+
+
+__all__ = ["closest_archs", "spec_differences"]
