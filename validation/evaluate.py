@@ -137,9 +137,11 @@ class Shard:
             dist.destroy_process_group()
 
 
-def default_workers(device: torch.device) -> int:
-    """DataLoader workers: on a GPU enough to feed it; on a small CPU one, beside the model threads."""
+def default_workers(device: torch.device, processes: int = 1) -> int:
+    """DataLoader workers per process: on a GPU enough to feed it (the decoder bounds the rate
+    there); on a CPU, where the model bounds it, one (two cores) to four, beside the model threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = max(1, cores // max(1, processes))
     if device.type == "cuda":
         return max(1, min(12, cores - 2))
     return max(1, min(4, cores // 4))
@@ -235,11 +237,11 @@ def evaluate(
     index = scan_dataset(data_dir, labels_file, class_list).subset(limit, shuffle_seed)
     warnings = class_order_warnings(index, metadata, num_classes)
     batch_size = batch_size or default_batch_size(dev, crops)
-    workers = default_workers(dev) if workers is None else workers
 
     shard = Shard.current(dev)
     try:
         dev = shard.device_for(dev)
+        workers = default_workers(dev, shard.world) if workers is None else workers
         if shard.rank == 0:
             for line in warnings:
                 print(f"warning: {line}", file=sys.stderr)

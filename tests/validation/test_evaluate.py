@@ -313,3 +313,13 @@ def test_mean_image_through_the_evaluation_loop(imagefolder, tmp_path):
     row = read_predictions(pred)[0]
     assert np.allclose(row["probs"], probs[row["top5"]], atol=1e-4)
     assert row["top5"][0] == int(probs.argmax())
+
+
+def test_each_image_decoded_once_for_ten_crops(imagefolder, monkeypatch):
+    import validation.data as data_module
+
+    calls = []
+    real = data_module.decode_image
+    monkeypatch.setattr(data_module, "decode_image", lambda path: calls.append(path) or real(path))
+    result = evaluate(tiny_model(), tiny_metadata(), imagefolder, 10, **FAST)
+    assert result["images"] == len(FOLDER_FILES) and sorted(calls) == sorted(set(calls)) and len(calls) == len(FOLDER_FILES)
