@@ -121,6 +121,12 @@ def convert_gluon_parameters(
         if target in mapped:
             report.map(target, mapped[target])
     check_shapes(path, spec, state_dict, name)
+    modules: dict[str, list[str]] = {}
+    for target in state_dict:
+        modules.setdefault(target.rsplit(".", 1)[0], []).append(target)
+    for module, targets in modules.items():
+        sources = sorted({mapped[t].rsplit(".", 1)[0] if "." in mapped.get(t, "") else mapped.get(t, t) for t in targets})
+        report.layers.append({"name": ", ".join(sources), "type": "gluon parameters", "targets": sorted(targets)})
     details = {"format": "gluon save_params (legacy)" if legacy_names else "gluon save_parameters", "gluon_version": version.upper()}
     meta = metadata(spec, name, [path], details, "gluon")
     return finish_conversion(spec, state_dict, meta, report, str(path))
