@@ -226,7 +226,8 @@ def evaluate(
     Preprocessing comes from ``metadata.preprocessing``; ``resize``, ``crop`` and ``interpolation``
     override its geometry.  Returns the JSON result (see the README's ``validate`` section); with
     ``predictions`` also writes one JSON line per image.  Under torch.distributed every rank returns
-    the same totals and only rank 0 writes files.
+    the same totals and only rank 0 writes files.  The model is put in eval mode and moved to the
+    device (and to channels_last) in place, as ``Module.to`` does.
     """
     dev = resolve_device(device)
     transform = CropTransform(metadata.preprocessing, crops, resize, crop, interpolation)  # bad options first
