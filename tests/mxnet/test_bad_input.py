@@ -152,3 +152,19 @@ def test_failed_parity_exits_1_and_writes_nothing(capsys, cache: Path, tmp_path:
     code = main([str(folder / "model.params"), "-o", str(out), "--verify", str(folder / "input.npy"), str(wrong)])
     assert code == 1 and not out.exists()
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_console_script(tmp_path: Path) -> None:
+    """The installed `convert-mxnet` command: --help explains, unusable input exits 2 with one line."""
+    import shutil
+    import subprocess
+    import sys
+
+    command = shutil.which("convert-mxnet") or str(Path(sys.executable).parent / "convert-mxnet")
+    shown = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--symbol" in shown.stdout and "Exit codes" in shown.stdout
+    bad = tmp_path / "bad.params"
+    bad.write_bytes(b"not mxnet at all")
+    done = subprocess.run([command, str(bad), "-o", str(tmp_path / "o.pth")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and str(bad) in done.stderr
+    assert not (tmp_path / "o.pth").exists()
