@@ -10,6 +10,7 @@ reader) is spent, so each reader costs a few seconds in CI whatever its speed.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -77,7 +78,42 @@ class Mutation:
             return base[:at] + packed + base[at + len(packed) :]
         if self.kind == "head_then_random":
             return base[: max(at % 256, 1)] + self.data
+        if self.kind == "json_value":
+            return _replace_json_value(base, self.at, self.value)
         raise ValueError(f"unknown mutation {self.kind}")
+
+
+# Values of every JSON type, swapped in for one value of a JSON seed: type confusion, not syntax.
+JSON_VALUES = (None, True, 0, -1, 7, 2**70, 1.5, "", "x", [], [0], [-1, 0, 0], [99, 1, 0], {}, {"a": 1}, [[]])
+
+
+def _json_paths(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _json_paths(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _json_paths(value, path + (index,))
+
+
+def _replace_json_value(base: bytes, at: int, value: int) -> bytes:
+    document = json.loads(base)
+    paths = [p for p in _json_paths(document) if p]
+    path = paths[at % len(paths)]
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = JSON_VALUES[value % len(JSON_VALUES)]
+    return json.dumps(document).encode()
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 def mutations(seeds: list[bytes]) -> st.SearchStrategy[Mutation]:
@@ -88,7 +124,12 @@ def mutations(seeds: list[bytes]) -> st.SearchStrategy[Mutation]:
     seed = st.integers(0, len(seeds) - 1)
     anywhere = st.integers(0, longest)
     header = st.one_of(st.integers(0, 64), st.integers(0, 4096), anywhere)
+    structured = []
+    if all(_is_json(s) for s in seeds):  # JSON files also get type confusion inside valid JSON
+        values = st.integers(0, 10**6)
+        structured = [st.builds(Mutation, seed, st.just("json_value"), values, values)] * 3
     return st.one_of(
+        *structured,
         st.builds(Mutation, seed, st.just("truncate"), anywhere),
         st.builds(Mutation, seed, st.just("flip"), anywhere, data=st.binary(min_size=1, max_size=16)),
         st.builds(Mutation, seed, st.just("overwrite"), anywhere, data=st.binary(min_size=1, max_size=32)),

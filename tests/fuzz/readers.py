@@ -284,3 +284,54 @@ def convert_mxnet_seeds(work: Path) -> list[bytes]:
     params = {gluon_v1_name(k): v.numpy() for k, v in state.items() if not k.endswith("num_batches_tracked")}
     write_ndarray_file(work / "gluon.params", params)
     return [(work / "gluon.params").read_bytes()]
+
+
+def _read_symbol_json(path: Path) -> Any:
+    from converters.mxnet.symbol import read_symbol_json
+
+    return read_symbol_json(path)
+
+
+TINY_SYMBOL = {
+    "nodes": [
+        {"op": "null", "name": "data", "inputs": []},
+        {"op": "null", "name": "bn_data_gamma", "attrs": {"__init__": "[\"one\", {}]"}, "inputs": []},
+        {"op": "null", "name": "bn_data_beta", "inputs": []},
+        {"op": "null", "name": "bn_data_moving_mean", "inputs": []},
+        {"op": "null", "name": "bn_data_moving_var", "inputs": []},
+        {"op": "BatchNorm", "name": "bn_data", "attrs": {"eps": "2e-05", "fix_gamma": "True"}, "inputs": [[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 1], [4, 0, 1]]},
+        {"op": "null", "name": "conv0_weight", "inputs": []},
+        {"op": "Convolution", "name": "conv0", "attrs": {"kernel": "(7, 7)", "no_bias": "True", "num_filter": "4", "pad": "(3, 3)", "stride": "(2, 2)"}, "inputs": [[5, 0, 0], [6, 0, 0]]},
+        {"op": "Activation", "name": "relu0", "attrs": {"act_type": "relu"}, "inputs": [[7, 0, 0]]},
+        {"op": "Pooling", "name": "pool1", "attrs": {"global_pool": "True", "kernel": "(7, 7)", "pool_type": "avg"}, "inputs": [[8, 0, 0]]},
+        {"op": "Flatten", "name": "flatten0", "inputs": [[9, 0, 0]]},
+        {"op": "null", "name": "fc1_weight", "inputs": []},
+        {"op": "null", "name": "fc1_bias", "inputs": []},
+        {"op": "FullyConnected", "name": "fc1", "attrs": {"num_hidden": "3"}, "inputs": [[10, 0, 0], [11, 0, 0], [12, 0, 0]]},
+    ],
+    "arg_nodes": [0, 1, 2, 3, 4, 6, 11, 12],
+    "heads": [[13, 0, 0]],
+    "attrs": {"mxnet_version": ["int", 10901]},
+}
+
+
+SYMBOL_TYPES = (
+    "converters/mxnet/symbol.py read_symbol_json trusts JSON types: a node's 'inputs' that is not a list "
+    "(TypeError), 'attrs' that is a list (AttributeError), 'heads' holding an empty list or not a list "
+    "(IndexError / TypeError); fix: check each is a list / dict / list of non-empty lists and raise ConversionError"
+)
+
+
+@fuzz_target("converters.mxnet.read_symbol_json", _read_symbol_json, "-symbol.json", known_crash=SYMBOL_TYPES)
+def symbol_seeds(work: Path) -> list[bytes]:
+    """A small symbol graph in MXNet's JSON layout, and a real one written by MXNet when the peer
+    fixture cache holds it (it is not generated here: that takes minutes)."""
+    import json
+
+    from tests.peers.mxnet_cache import CACHE_ROOT
+
+    seeds = [json.dumps(TINY_SYMBOL, indent=2).encode()]
+    real = CACHE_ROOT / "symbolic_resnet18" / "resnet-18-symbol.json"
+    if real.is_file():
+        seeds.append(real.read_bytes())
+    return seeds
