@@ -145,7 +145,7 @@ def audit(a: Side, b: Side, inputs: InputSet, rtol: float = DEFAULT_RTOL, progre
         result.verdict = "identical"
         return result
     if comparison.logits_a is None:
-        result.notes.append(f"side A does not run ({a.problems}); causes are tested against A's weights only")
+        result.notes.append(f"side A does not run ({a.problems}): without its outputs no cause can be confirmed")
     if comparison.discrepancy <= rtol:
         result.verdict = "equivalent"
         for key in CAUSE_KEYS:

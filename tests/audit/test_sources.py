@@ -53,6 +53,22 @@ def test_plain_state_dict_class_order_bug(resnet18_files, tmp_path, run_audit):
     assert code == 1 and [c["key"] for c in report["causes"]] == ["class_order"]
 
 
+@pytest.mark.slow
+def test_transposed_classifier_that_does_not_fit_is_named(resnet18_files, tmp_path, run_audit):
+    """A port that stored fc.weight as (in, out): it does not even fit resnet18, yet the audit
+    loads it, names the cause, and shows that transposing it makes the outputs agree."""
+    toolkit, plain, _ = resnet18_files
+    sd = torch.load(plain, weights_only=True)
+    sd["fc.weight"] = sd["fc.weight"].t().contiguous()
+    transposed = tmp_path / "transposed.pth"
+    torch.save(sd, transposed)
+    code, report = run_audit(toolkit, transposed, "-n", "2", "--arch-b", "resnet18")
+    assert (code, report["verdict"]) == (1, "different")
+    assert report["outputs"]["comparable"] is False
+    assert [c["key"] for c in report["causes"]] == ["transposed_fc"]
+    assert report["causes"][0]["rel_logit_diff_after_fix"] <= 1e-4
+
+
 @pytest.mark.parametrize(
     "name, head, kind",
     [
