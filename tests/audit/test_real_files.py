@@ -101,3 +101,20 @@ def test_golden_port_with_per_channel_means_is_named(golden_r50, run_audit):
     code, report = run_audit(model, port, "-n", "1", "--mean-a", str(MEAN))
     assert (code, report["verdict"]) == (1, "different")
     assert [c["key"] for c in report["causes"]] == ["mean_image"]
+
+
+def test_golden_weights_poured_into_torchvision_resnet50_name_three_causes(golden_r50, run_audit):
+    """The classic naive port: Caffe's tensors loaded into torchvision's resnet50 (stride in the
+    3x3, floor pooling, no conv1 bias).  Three bugs at once, each found in turn."""
+    from checkpoints import CheckpointMetadata
+    from resnet_ref import get_spec
+
+    model, _, conversion, folder = golden_r50
+    spec = get_spec("resnet50")
+    naive = {k: v for k, v in conversion.state_dict.items() if k != "conv1.bias"}
+    meta = CheckpointMetadata(spec=spec, arch="resnet50", preprocessing=conversion.metadata.preprocessing)
+    port = save_checkpoint(folder / "naive.pth", spec, naive, meta)
+    code, report = run_audit(model, port, "-n", "1", "--mean-a", str(MEAN))
+    assert (code, report["verdict"]) == (1, "different")
+    assert sorted(c["key"] for c in report["causes"]) == ["missing_bias", "pool_rounding", "stride_placement"]
+    assert report["causes"][-1]["rel_logit_diff_after_fix"] <= 1e-4
