@@ -158,3 +158,14 @@ def test_compare_published_table_text():
     text = format_result(result, comparison_rows("caffe_resnet152", 10, 0.214, 0.057))
     assert "Kaiming He's Caffe release, 10-crop: top-1 error 21.40%, top-5 error 5.70%  (measured 21.40% / 5.70%)" in text
     assert "1-crop: top-1 error 23.00%" in text and "(other protocol)" in text
+
+
+def test_parity_on_a_bare_folder_of_images(tiny_ckpt, imagefolder, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for folder, name, *_ in FOLDER_FILES[:3]:
+        (bare / name).write_bytes((imagefolder / folder / name).read_bytes())
+    out = tmp_path / "p.json"
+    assert main(["--parity", str(tiny_ckpt), str(tiny_ckpt), "--data", str(bare), "--crops", "10", "--json", str(out), *FAST]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 3 and result["crops"] == 10 and result["top1_agreement"] == 1.0
