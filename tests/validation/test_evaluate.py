@@ -323,3 +323,24 @@ def test_each_image_decoded_once_for_ten_crops(imagefolder, monkeypatch):
     monkeypatch.setattr(data_module, "decode_image", lambda path: calls.append(path) or real(path))
     result = evaluate(tiny_model(), tiny_metadata(), imagefolder, 10, **FAST)
     assert result["images"] == len(FOLDER_FILES) and sorted(calls) == sorted(set(calls)) and len(calls) == len(FOLDER_FILES)
+
+
+def test_real_caffe_mean_image_against_per_channel_values(imagefolder):
+    """The release's own ResNet_mean.binaryproto (224x224 BGR; it strays up to ~13 levels from its
+    channel means): subtracted per crop it matches the by-hand computation, and the usual shortcut
+    (104, 117, 123) moves the model's input well beyond float tolerance."""
+    from pathlib import Path
+
+    from converters.caffe.binaryproto import read_binaryproto
+
+    mean_file = Path("/work/shared/reference/caffe/ResNet_mean.binaryproto")
+    if not mean_file.is_file():
+        pytest.skip(f"{mean_file} is not on this machine")
+    mean = read_binaryproto(mean_file).reshape(3, 224, 224)
+    path = imagefolder / "n03773504" / "rocket_cmyk.JPEG"
+    ours = ImageDataset([_sample(path)], CropTransform(caffe_prep(mean), 10), normalize=True)[0][0].numpy()
+    pixels = ref_crops(path, 256, 224, 10)[..., ::-1].astype(np.float64).transpose(0, 3, 1, 2)
+    assert np.abs(ours - (pixels - mean[None])).max() < 1e-3
+    shortcut = Preprocessing("BGR", 255.0, (104.0, 117.0, 123.0), None)
+    values = ImageDataset([_sample(path)], CropTransform(shortcut, 10), normalize=True)[0][0].numpy()
+    assert np.abs(ours - values).max() > 10
