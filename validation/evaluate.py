@@ -363,14 +363,15 @@ def _run_shard(
 
 def _records(probs: torch.Tensor, batch: Batch, hits: dict, samples: Sequence, shard: Shard) -> list[dict[str, Any]]:
     top = probs.topk(min(5, probs.shape[1]), dim=1)
+    indices, values, correct = top.indices.tolist(), top.values.tolist(), hits[1].tolist()  # one copy each
     return [
         {
             "index": shard.global_index(local),
             "path": str(samples[local].path),
             "label": int(batch.labels[row]),
-            "top5": top.indices[row].tolist(),
-            "probs": [round(float(p), 7) for p in top.values[row]],
-            "top1_correct": bool(hits[1][row]),
+            "top5": indices[row],
+            "probs": [round(p, 7) for p in values[row]],
+            "top1_correct": bool(correct[row]),
         }
         for row, local in enumerate(batch.indices.tolist())
     ]
