@@ -36,15 +36,17 @@ class OpContext:
     fixed_gamma: set[str] = field(default_factory=set)  # target BN modules with fix_gamma=True
     used: set[str] = field(default_factory=set)
 
-    def param(self, variable: SymbolNode, user: SymbolNode) -> tuple[str, np.ndarray]:
-        """The stored array of a variable: ``arg:NAME`` / ``aux:NAME`` (export, save_checkpoint) or ``NAME``."""
-        for key in (f"arg:{variable.name}", f"aux:{variable.name}", variable.name):
+    def param(self, variable: SymbolNode | str, user: SymbolNode) -> tuple[str, np.ndarray]:
+        """The stored array of a variable (or variable name): ``arg:NAME`` / ``aux:NAME`` (export,
+        save_checkpoint) or ``NAME``."""
+        name = variable if isinstance(variable, str) else variable.name
+        for key in (f"arg:{name}", f"aux:{name}", name):
             if key in self.params:
                 self.used.add(key)
                 return key, self.params[key]
         raise ConversionError(
-            f"{self.graph.path}: the params file has no tensor for {variable.name!r} (input of {user.describe()}); "
-            f"expected 'arg:{variable.name}' or 'aux:{variable.name}'"
+            f"{self.graph.path}: the params file has no tensor for {name!r} (input of {user.describe()}); "
+            f"expected 'arg:{name}' or 'aux:{name}'"
         )
 
 
@@ -87,9 +89,17 @@ def convert_node(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[s
     return tensors
 
 
-def _take(node: SymbolNode, ctx: OpContext, roles: tuple[str, ...], target: str) -> dict[str, np.ndarray]:
-    """Pair an operator's parameter inputs with its argument roles (MXNet's fixed argument order)."""
-    variables = ctx.graph.variable_inputs(node)
+def _take(
+    node: SymbolNode, ctx: OpContext, roles: tuple[str, ...], target: str, implicit: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """Pair an operator's parameter inputs with its argument roles (MXNet's fixed argument order).
+
+    ``implicit`` names the roles a graph may leave out of the node's inputs (a pre-0.9 symbol lists
+    no auxiliary states); they are then found under the names MXNet gives them, ``NODE_<suffix>``.
+    """
+    variables: list[SymbolNode | str] = list(ctx.graph.variable_inputs(node))
+    if implicit and len(variables) == len(roles) - len(implicit):
+        variables += [f"{node.name}_{suffix}" for suffix in implicit]
     if len(variables) != len(roles):
         raise ConversionError(
             f"{ctx.graph.path}: {node.describe()} has {len(variables)} parameter inputs; expected {len(roles)} ({', '.join(roles)})"
@@ -141,7 +151,9 @@ def convert_batchnorm(node: SymbolNode, target: str | None, ctx: OpContext) -> d
         raise ConversionError(f"{ctx.graph.path}: {node.describe()} sits where no ResNet BatchNorm belongs")
     _expect(node, ctx, "axis", node.attr_int("axis", 1), 1)
     ctx.bn_eps[target] = node.attr_float("eps", MXNET_BN_EPS_DEFAULT)
-    tensors = _take(node, ctx, ("weight", "bias", "running_mean", "running_var"), target)
+    tensors = _take(
+        node, ctx, ("weight", "bias", "running_mean", "running_var"), target, implicit=("moving_mean", "moving_var")
+    )
     if node.attr_bool("fix_gamma", MXNET_FIX_GAMMA_DEFAULT):
         ctx.fixed_gamma.add(target)
         ctx.report.skip(ctx.report.mapped[f"{target}.weight"], "fix_gamma=True: MXNet uses gamma = 1 whatever is stored")

@@ -121,8 +121,8 @@ def read_symbol_json(path: str | Path) -> SymbolGraph:
     for index, raw in enumerate(data["nodes"]):
         if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or not isinstance(raw.get("name"), str):
             raise ConversionError(f"{path}: node #{index} lacks a string 'op' and 'name'")
-        # Files of MXNet < 0.9 call the attributes "param" or "attr".
-        attrs = raw.get("attrs", raw.get("attr", raw.get("param", {}))) or {}
+        # Files of MXNet < 0.9 keep the operator's parameters under "param" (and hints under "attr").
+        attrs = {**(raw.get("param") or {}), **(raw.get("attr") or {}), **(raw.get("attrs") or {})}
         inputs = []
         for entry in raw.get("inputs", []):
             source = entry[0] if isinstance(entry, list) and entry else entry

@@ -34,7 +34,27 @@ def _ten_classes(graph: dict) -> None:
             node.setdefault("attrs", {})["num_hidden"] = "10"
 
 
-EDITS = {"defaults": _strip_batchnorm_defaults, "full_pool": _full_pooling, "ten_classes": _ten_classes}
+def _as_mxnet_08(graph: dict) -> None:
+    """The JSON of MXNet < 0.9: operator parameters under "param", no version attribute, and no
+    auxiliary-state variables (BatchNorm lists only data, gamma, beta; MXNet names the moving
+    statistics NODE_moving_mean / NODE_moving_var when it upgrades the file)."""
+    nodes = graph["nodes"]
+    aux = {i for i, n in enumerate(nodes) if n["op"] == "null" and n["name"].endswith(("_moving_mean", "_moving_var"))}
+    index, old = {}, []
+    for i, node in enumerate(nodes):
+        if i in aux:
+            continue
+        index[i] = len(old)
+        inputs = [[index[e[0]], e[1]] for e in node["inputs"] if e[0] not in aux]
+        old.append({"op": node["op"], "name": node["name"], "param": node.get("attrs", {}) if node["op"] != "null" else {},
+                    "inputs": inputs, "backward_source_id": -1})
+    arg_nodes = [index[i] for i in graph["arg_nodes"] if i not in aux]
+    heads = [[index[h[0]], h[1]] for h in graph["heads"]]
+    graph.clear()
+    graph.update(nodes=old, arg_nodes=arg_nodes, heads=heads)
+
+
+EDITS = {"defaults": _strip_batchnorm_defaults, "full_pool": _full_pooling, "ten_classes": _ten_classes, "v08": _as_mxnet_08}
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +111,13 @@ def test_other_class_count(variants) -> None:
     symbol, params, x, reference = variants["ten_classes"]
     conversion = convert_mxnet(params, symbol=symbol)
     assert conversion.spec.num_classes == 10 and conversion.metadata.arch == "mxnet_resnet18"
+    assert_parity(reference, logits_of(model_of(conversion), x))
+
+
+def test_symbol_json_of_mxnet_08(variants) -> None:
+    """The old model zoo's symbol files predate MXNet 0.9; MXNet 1.9.1 upgrades them on load."""
+    symbol, params, x, reference = variants["v08"]
+    assert '"param"' in symbol.read_text() and "moving_mean" not in symbol.read_text()
+    conversion = convert_mxnet(params, symbol=symbol)
+    assert conversion.metadata.arch == "mxnet_resnet18"
     assert_parity(reference, logits_of(model_of(conversion), x))
