@@ -40,7 +40,7 @@ def make_sample_dataset(dest_dir: str | Path, quality: int = 90) -> Path:
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     source = skimage_data_dir()
-    lines = []
+    lines, notes = [], []
     for number, (name, label, wnid, title) in enumerate(SAMPLE_PHOTOS, 1):
         path = source / name
         if not path.is_file():
@@ -50,8 +50,9 @@ def make_sample_dataset(dest_dir: str | Path, quality: int = 90) -> Path:
         out = f"ILSVRC2012_val_{number:08d}.JPEG"
         image.save(dest / out, "JPEG", quality=quality)
         lines.append(f"{out} {label}")
+        notes.append(f"{out} {label} {wnid} {title} (scikit-image {name})")
     (dest / "val.txt").write_text("\n".join(lines) + "\n")
-    (dest / "classes.txt").write_text("".join(f"{n}: {w} {t} ({label})\n" for n, label, w, t in SAMPLE_PHOTOS))
+    (dest / "README.txt").write_text("\n".join(notes) + "\n")
     return dest
 
 
