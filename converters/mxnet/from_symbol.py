@@ -26,10 +26,6 @@ def _symbol_spec(
     network, and the caller tries both to find the registered name."""
     units, layers = found.units, found.layers
     block = units[0].block
-    first_units, index = [], 0
-    for count in layers:
-        first_units.append(index)
-        index += count
     conv1_width = [sd[f"layer{s + 1}.0.conv1.weight"].shape[0] for s in range(len(layers))]
     if block == "bottleneck":
         planes = [sd[f"layer{s + 1}.0.conv3.weight"].shape[0] // 4 for s in range(len(layers))]
@@ -58,7 +54,7 @@ def _symbol_spec(
         projection = "when_needed"
     counts = Counter(eps.values())
     bn_eps = max(counts, key=lambda value: (counts[value], -value))
-    overrides = tuple((name, value) for name, value in eps.items() if value != bn_eps and not (name == "data_bn" and input_bn == "none"))
+    overrides = tuple((name, value) for name, value in eps.items() if value != bn_eps)
     try:
         return ResNetSpec(
             block=block,
@@ -130,6 +126,11 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     meta = metadata(spec, name, [params_path, symbol_path], details, family)
     if family == "mxnet":
         report.notes.append("takes 0-255 RGB: the data BN normalises inside the network, as in the MXNet graph")
+    elif found.input_bn is None:
+        report.notes.append(
+            "the graph does not say how its input was normalised: Gluon's convention (RGB 0-1, ImageNet mean/std) "
+            "is recorded; check it against the model's source"
+        )
     return finish_conversion(spec, state_dict, meta, report, where)
 
 
