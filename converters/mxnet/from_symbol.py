@@ -119,14 +119,15 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     name_or_closest(spec, report)
     state_dict = {k: as_tensor(report.mapped.get(k, k), v, params_path) for k, v in sd_np.items()}
     check_shapes(params_path, spec, state_dict, name)
-    family = arch_info(name).family if name else ("mxnet" if spec.input_bn == "fixed_gamma" else "gluon")
+    registered_family = arch_info(name).family if name else None
+    family = registered_family or ("mxnet" if spec.input_bn == "fixed_gamma" else "gluon")
     if family not in ("mxnet", "gluon"):
         family = "gluon"
     details = {"format": "symbol + params", "symbol": symbol_path.name, "input": "0-255 RGB" if family == "mxnet" else "normalised RGB"}
     meta = metadata(spec, name, [params_path, symbol_path], details, family)
     if family == "mxnet":
         report.notes.append("takes 0-255 RGB: the data BN normalises inside the network, as in the MXNet graph")
-    elif found.input_bn is None:
+    elif registered_family != "gluon":
         report.notes.append(
             "the graph does not say how its input was normalised: Gluon's convention (RGB 0-1, ImageNet mean/std) "
             "is recorded; check it against the model's source"
