@@ -10,12 +10,12 @@ placement fails here even though the parameter count is unchanged.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from resnet_ref import count_flops, count_params
+from tests.shared_dir import SHARED
 from resnet_ref import create_model as _create
 
 
@@ -24,7 +24,7 @@ def create_model(arch: str, num_classes: int = 1000):
     with torch.device("meta"):
         return _create(arch, num_classes)
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "003_fd33a50fde038426.txt"
+SEED = SHARED / "seeds" / "003_fd33a50fde038426.txt"
 
 # Model-card name -> arch name.  "(fp16)" and "(rsb-*)" are training recipes of the same network.
 ARCH_OF = {

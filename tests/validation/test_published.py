@@ -10,13 +10,14 @@ import pytest
 from resnet_ref import list_archs
 from validation.published import PUBLISHED, comparison_rows, published_for
 
-SHARED = Path("/work/shared")
+from tests.shared_dir import SHARED
+
 SEEDS = SHARED / "seeds"
 
 
 def need(path: Path) -> str:
     if not path.is_file():
-        pytest.skip(f"{path} is not on this machine")
+        pytest.fail(f"{path} is missing: set RESNET_PORT_SHARED to the project's shared folder")
     return path.read_text(errors="replace")
 
 
