@@ -122,11 +122,19 @@ def read_symbol_json(path: str | Path) -> SymbolGraph:
         if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or not isinstance(raw.get("name"), str):
             raise ConversionError(f"{path}: node #{index} lacks a string 'op' and 'name'")
         # Files of MXNet < 0.9 keep the operator's parameters under "param" (and hints under "attr").
-        attrs = {**(raw.get("param") or {}), **(raw.get("attr") or {}), **(raw.get("attrs") or {})}
+        attrs: dict[str, Any] = {}
+        for key in ("param", "attr", "attrs"):
+            value = raw.get(key) or {}
+            if not isinstance(value, dict):
+                raise ConversionError(f"{path}: node {raw['name']!r} has a {key!r} that is not a JSON object")
+            attrs.update(value)
+        raw_inputs = raw.get("inputs", [])
+        if not isinstance(raw_inputs, list):
+            raise ConversionError(f"{path}: node {raw['name']!r} has 'inputs' that is not a list")
         inputs = []
-        for entry in raw.get("inputs", []):
+        for entry in raw_inputs:
             source = entry[0] if isinstance(entry, list) and entry else entry
-            if not isinstance(source, int) or not 0 <= source < index:
+            if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < index:
                 raise ConversionError(
                     f"{path}: node {raw['name']!r} has input {entry!r}; expected the index of an earlier node"
                 )
@@ -137,7 +145,15 @@ def read_symbol_json(path: str | Path) -> SymbolGraph:
                 )
             inputs.append(source)
         nodes.append(SymbolNode(index, raw["op"], raw["name"], {str(k): str(v) for k, v in attrs.items()}, tuple(inputs)))
-    heads = [h[0] if isinstance(h, list) else h for h in data.get("heads", [[len(nodes) - 1]])]
+    raw_heads = data.get("heads", [[len(nodes) - 1]])
+    if not isinstance(raw_heads, list) or not raw_heads:
+        raise ConversionError(f"{path}: 'heads' must be a non-empty list of node references")
+    heads = []
+    for head in raw_heads:
+        index = head[0] if isinstance(head, list) and head else head
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(nodes):
+            raise ConversionError(f"{path}: 'heads' entry {head!r} is not the index of a node")
+        heads.append(index)
     return SymbolGraph(path, nodes, heads)
 
 
