@@ -251,6 +251,18 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
     else:
         _expect(walker, identity_adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
+    _close_block(walker, add, body, other, [shortcut_conv, shortcut_bn] if shortcut_conv else [])
+    walker.visit(add)
+    relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
+    bodies_convs = [layer for layer in body if isinstance(layer, ConvLayer)]
+    bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
+    block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node)
+    return block, relu.output
+
+
+def _close_block(walker, add, body: list, other, shortcut: list) -> None:
+    """The checks every residual block ends with: its Add sums the body's output and the shortcut
+    (nothing stored), and every layer of the block is marked as visited."""
     _expect(
         walker,
         _sums(walker, add, body[-1].output, other),
@@ -258,14 +270,8 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
         "the residual Add should sum the body and the shortcut",
     )
     _expect(walker, add.constant is None, add.node, "the residual Add adds a stored constant")
-    for layer in body + ([shortcut_conv, shortcut_bn] if shortcut_conv else []):
+    for layer in body + shortcut:
         walker.visit(layer)
-    walker.visit(add)
-    relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
-    bodies_convs = [layer for layer in body if isinstance(layer, ConvLayer)]
-    bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
-    block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node)
-    return block, relu.output
 
 
 def _sums(walker: _Walker, add: AddLayer, a: str, b: str) -> bool:
@@ -320,15 +326,7 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
     else:
         _expect(walker, adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    _expect(
-        walker,
-        _sums(walker, add, body[-1].output, other),
-        add.node,
-        "the residual Add should sum the body and the shortcut",
-    )
-    _expect(walker, add.constant is None, add.node, "the residual Add adds a stored constant")
-    for layer in body + ([shortcut_conv] if shortcut_conv else []):
-        walker.visit(layer)
+    _close_block(walker, add, body, other, [shortcut_conv] if shortcut_conv else [])
     walker.visit(add)
     body_bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
     block = Block(
