@@ -1,7 +1,7 @@
 """Reading a Caffe ``solver.prototxt`` into a typed `SolverConfig`.
 
-The SolverParameter schema is built at run time from the field names and numbers of BVLC Caffe's
-``caffe.proto`` (no generated code, no Caffe), and the text is parsed strictly with protobuf's
+The SolverParameter schema is part of the toolkit's one run-time Caffe schema
+(`converters.caffe.schema`, built from BVLC ``caffe.proto``'s names and numbers), and the text is parsed strictly with protobuf's
 ``text_format``, so a misspelt field is an error naming the line rather than a silently ignored
 setting.  Inline nets (``net_param``, ``train_net_param``, ``test_net_param``) are not read here:
 the net's ``param { lr_mult decay_mult }`` entries come from ``--net`` (see `finetune.net_params`).
@@ -10,69 +10,16 @@ the net's ``param { lr_mult decay_mult }`` entries come from ``--net`` (see `fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-)
+from google.protobuf import text_format
 
+from converters.caffe.schema import message_class
 from finetune.schedule import CaffeLRPolicy
 from resnet_port.errors import InputError
 
-_F = descriptor_pb2.FieldDescriptorProto
-# (name, number, type, label, default) in caffe.proto's SolverParameter (BVLC master).
-_SOLVER_FIELDS: tuple[tuple[str, int, int, int, str | None], ...] = (
-    ("train_net", 1, _F.TYPE_STRING, _F.LABEL_OPTIONAL, None),
-    ("test_net", 2, _F.TYPE_STRING, _F.LABEL_REPEATED, None),
-    ("test_iter", 3, _F.TYPE_INT32, _F.LABEL_REPEATED, None),
-    ("test_interval", 4, _F.TYPE_INT32, _F.LABEL_OPTIONAL, "0"),
-    ("base_lr", 5, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, None),
-    ("display", 6, _F.TYPE_INT32, _F.LABEL_OPTIONAL, None),
-    ("max_iter", 7, _F.TYPE_INT32, _F.LABEL_OPTIONAL, None),
-    ("lr_policy", 8, _F.TYPE_STRING, _F.LABEL_OPTIONAL, None),
-    ("gamma", 9, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, None),
-    ("power", 10, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, None),
-    ("momentum", 11, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, None),
-    ("weight_decay", 12, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, None),
-    ("stepsize", 13, _F.TYPE_INT32, _F.LABEL_OPTIONAL, None),
-    ("snapshot", 14, _F.TYPE_INT32, _F.LABEL_OPTIONAL, "0"),
-    ("snapshot_prefix", 15, _F.TYPE_STRING, _F.LABEL_OPTIONAL, None),
-    ("snapshot_diff", 16, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, "false"),
-    ("solver_mode", 17, _F.TYPE_ENUM, _F.LABEL_OPTIONAL, "GPU"),
-    ("device_id", 18, _F.TYPE_INT32, _F.LABEL_OPTIONAL, "0"),
-    ("test_compute_loss", 19, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, "false"),
-    ("random_seed", 20, _F.TYPE_INT64, _F.LABEL_OPTIONAL, "-1"),
-    ("debug_info", 23, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, "false"),
-    ("net", 24, _F.TYPE_STRING, _F.LABEL_OPTIONAL, None),
-    ("train_state", 26, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, None),
-    ("test_state", 27, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, None),
-    ("snapshot_after_train", 28, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, "true"),
-    ("regularization_type", 29, _F.TYPE_STRING, _F.LABEL_OPTIONAL, "L2"),
-    ("solver_type", 30, _F.TYPE_ENUM, _F.LABEL_OPTIONAL, "SGD"),
-    ("delta", 31, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, "1e-8"),
-    ("test_initialization", 32, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, "true"),
-    ("average_loss", 33, _F.TYPE_INT32, _F.LABEL_OPTIONAL, "1"),
-    ("stepvalue", 34, _F.TYPE_INT32, _F.LABEL_REPEATED, None),
-    ("clip_gradients", 35, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, "-1"),
-    ("iter_size", 36, _F.TYPE_INT32, _F.LABEL_OPTIONAL, "1"),
-    ("snapshot_format", 37, _F.TYPE_ENUM, _F.LABEL_OPTIONAL, "BINARYPROTO"),
-    ("rms_decay", 38, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, "0.99"),
-    ("momentum2", 39, _F.TYPE_FLOAT, _F.LABEL_OPTIONAL, "0.999"),
-    ("type", 40, _F.TYPE_STRING, _F.LABEL_OPTIONAL, "SGD"),
-    ("layer_wise_reduce", 41, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, "true"),
-    ("weights", 42, _F.TYPE_STRING, _F.LABEL_REPEATED, None),
-)
-_ENUMS = {
-    "solver_mode": ("SolverMode", ("CPU", "GPU")),
-    "snapshot_format": ("SnapshotFormat", ("HDF5", "BINARYPROTO")),
-    "solver_type": ("SolverType", ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA", "ADAM")),
-}
 _INLINE_NETS = ("net_param", "train_net_param", "test_net_param")
 # Caffe's UpgradeSolverType: the deprecated enum's names as the string ``type`` spells them.
 _SOLVER_TYPE_NAMES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
@@ -83,33 +30,9 @@ class SolverError(InputError):
     """A solver file cannot be read, or asks for something this toolkit cannot reproduce."""
 
 
-@lru_cache(maxsize=1)
 def solver_message_class() -> type:
-    """The ``caffe.SolverParameter`` message class (with ``caffe.NetState``), built once."""
-    proto = descriptor_pb2.FileDescriptorProto(name="resnet_port_caffe_solver.proto", package="caffe", syntax="proto2")
-    phase = proto.enum_type.add(name="Phase")
-    for number, name in enumerate(("TRAIN", "TEST")):
-        phase.value.add(name=name, number=number)
-    state = proto.message_type.add(name="NetState")
-    state.field.add(name="phase", number=1, type=_F.TYPE_ENUM, label=_F.LABEL_OPTIONAL, type_name=".caffe.Phase", default_value="TEST")
-    state.field.add(name="level", number=2, type=_F.TYPE_INT32, label=_F.LABEL_OPTIONAL, default_value="0")
-    state.field.add(name="stage", number=3, type=_F.TYPE_STRING, label=_F.LABEL_REPEATED)
-    solver = proto.message_type.add(name="SolverParameter")
-    for enum_field, (enum_name, values) in _ENUMS.items():
-        enum = solver.enum_type.add(name=enum_name)
-        for number, name in enumerate(values):
-            enum.value.add(name=name, number=number)
-    for name, number, ftype, label, default in _SOLVER_FIELDS:
-        entry = solver.field.add(name=name, number=number, type=ftype, label=label)
-        if ftype == _F.TYPE_ENUM:
-            entry.type_name = f".caffe.SolverParameter.{_ENUMS[name][0]}"
-        elif ftype == _F.TYPE_MESSAGE:
-            entry.type_name = ".caffe.NetState"
-        if default is not None:
-            entry.default_value = default
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.SolverParameter"))
+    """The ``caffe.SolverParameter`` message class, from the toolkit's one Caffe schema."""
+    return message_class("SolverParameter")
 
 
 def _declared(value: float) -> float:
