@@ -28,10 +28,11 @@ from audit.compare import (
 )
 from audit.inputs import InputSet
 from audit.sources import Side
+from converters.common import PARITY_RTOL
 from resnet_port.errors import ResnetPortError
 
 VERDICTS = ("identical", "equivalent", "different")
-DEFAULT_RTOL = 1e-4  # max |logit diff| / max |logit| for "equivalent"
+DEFAULT_RTOL = PARITY_RTOL  # for "equivalent"
 
 
 @dataclass

@@ -21,6 +21,10 @@ from resnet_port.cli import write_json
 from resnet_port.errors import ConversionError
 from resnet_ref import ResNetSpec, build_model, state_dict_problems
 
+# The toolkit's one parity tolerance: max |logit diff| over max |reference logit|.  Every converter
+# check, the audit's "equivalent" verdict and the demo use it.
+PARITY_RTOL = 1e-4
+
 
 @dataclass
 class ConversionReport:

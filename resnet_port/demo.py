@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-PARITY_TOLERANCE = 1e-4  # max |logit diff| / max |logit|, as every conversion check in the toolkit
 
 
 def _seeded_reference(arch: str, seed: int) -> torch.nn.Module:
@@ -50,7 +49,7 @@ def run_demo(arch: str = "caffe_resnet50", out_dir: Path | None = None, crops: i
     from checkpoints.inspect import format_summary, summarize
     from converters.caffe import convert_caffe, write_caffemodel
     from converters.caffe.export import export_caffe
-    from converters.common import compare_logits, run_converted
+    from converters.common import PARITY_RTOL, compare_logits, run_converted
     from resnet_ref import arch_info
 
     if arch_info(arch).family != "caffe":
@@ -111,9 +110,9 @@ def run_demo(arch: str = "caffe_resnet50", out_dir: Path | None = None, crops: i
           f"top-5 {evaluation['top5']:.2f} ({evaluation['images_per_s']:.1f} images/s; random weights, so the "
           "accuracy is meaningless: the protocol is what ran)")
     result["ok"] = bool(
-        check["max_rel_diff"] <= PARITY_TOLERANCE
+        check["max_rel_diff"] <= PARITY_RTOL
         and check["top1_agreement"] == 1.0
-        and against_start["max_rel_diff"] <= PARITY_TOLERANCE
+        and against_start["max_rel_diff"] <= PARITY_RTOL
         and all(f["weights_bit_exact"] for f in files.values())
     )
     print(f"\nresult: {'OK' if result['ok'] else 'FAILED'} (files in {work})")

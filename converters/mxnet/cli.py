@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.common import add_output_arguments, compare_logits, run_converted, write_outputs
+from converters.common import PARITY_RTOL, add_output_arguments, compare_logits, run_converted, write_outputs
 from converters.mxnet.convert import convert_mxnet
 from resnet_port.cli import run_cli
 from resnet_port.errors import InputError
 
-DEFAULT_TOLERANCE = 1e-4  # max |diff| over max |reference logit|
+DEFAULT_TOLERANCE = PARITY_RTOL
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from converters.common import Conversion, compare_logits, run_converted
+from converters.common import PARITY_RTOL, Conversion, compare_logits, run_converted
 from converters.onnx.graph import read_graph
 from converters.onnx.interpret import run_graph
 
-DEFAULT_TOLERANCE = 1e-4  # max |diff| relative to the largest reference logit
+DEFAULT_TOLERANCE = PARITY_RTOL
 DEFAULT_SIZE = 224
 
 
