@@ -4,10 +4,10 @@ Public API: `load_side(label, path, SideOptions)`, `audit(a, b, inputs, rtol)` -
 `seeded_inputs`, `image_folder_inputs`, `CAUSE_KEYS`.  The command is `audit A B` (`audit.cli`).
 """
 
-from audit.causes import CAUSE_KEYS, HYPOTHESES
-from audit.diagnose import DEFAULT_RTOL, AuditResult, audit
-from audit.inputs import InputSet, image_folder_inputs, preprocess, seeded_images, seeded_inputs
-from audit.sources import Side, SideOptions, file_kind, load_side
+from resnet_port.audit.causes import CAUSE_KEYS, HYPOTHESES
+from resnet_port.audit.diagnose import DEFAULT_RTOL, AuditResult, audit
+from resnet_port.audit.inputs import InputSet, image_folder_inputs, preprocess, seeded_images, seeded_inputs
+from resnet_port.audit.sources import Side, SideOptions, file_kind, load_side
 
 __all__ = [
     "CAUSE_KEYS",

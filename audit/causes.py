@@ -15,9 +15,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from audit.compare import bn_modules, eps_rows
-from audit.sources import Side
-from checkpoints import Preprocessing
+from resnet_port.audit.compare import bn_modules, eps_rows
+from resnet_port.audit.sources import Side
+from resnet_port.checkpoints import Preprocessing
 from resnet_port.errors import InputError
 
 # The keys, in the order they are tried and printed.  They are public: scripts read them from --json.

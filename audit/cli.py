@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from audit.diagnose import DEFAULT_RTOL, audit
-from audit.inputs import image_folder_inputs, seeded_inputs
-from audit.report import format_result
-from audit.sources import SideOptions, load_side
+from resnet_port.audit.diagnose import DEFAULT_RTOL, audit
+from resnet_port.audit.inputs import image_folder_inputs, seeded_inputs
+from resnet_port.audit.report import format_result
+from resnet_port.audit.sources import SideOptions, load_side
 from resnet_port.cli import run_cli, write_json
 from resnet_port.errors import InputError
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.inputs import InputSet
-from audit.sources import Side
-from resnet_ref import ResNetSpec, build_model
+from resnet_port.audit.inputs import InputSet
+from resnet_port.audit.sources import Side
+from resnet_port.resnet_ref import ResNetSpec, build_model
 
 # A tensor whose largest difference is at most this fraction of its largest value is "close".
 TENSOR_RTOL = 1e-6

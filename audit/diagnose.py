@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from audit.causes import CAUSE_KEYS, HYPOTHESES, Finding
-from audit.compare import (
+from resnet_port.audit.causes import CAUSE_KEYS, HYPOTHESES, Finding
+from resnet_port.audit.compare import (
     OutputComparison,
     compare_outputs,
     eps_rows,
@@ -26,9 +26,9 @@ from audit.compare import (
     summarize_tensors,
     tensor_rows,
 )
-from audit.inputs import InputSet
-from audit.sources import Side
-from converters.common import PARITY_RTOL
+from resnet_port.audit.inputs import InputSet
+from resnet_port.audit.sources import Side
+from resnet_port.converters.common import PARITY_RTOL
 from resnet_port.errors import ResnetPortError
 
 VERDICTS = ("identical", "equivalent", "different")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoints import Preprocessing
+from resnet_port.checkpoints import Preprocessing
 from resnet_port.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -72,7 +72,7 @@ def image_folder_inputs(folder: str | Path, limit: int) -> InputSet:
 def image_files_batch(files: list[Path], prep: Preprocessing) -> torch.Tensor:
     """Real images go through `validation`'s pipeline (decode, resize, centre crop, normalise):
     the crops `validate` evaluates on are the crops audited."""
-    from validation import BadImageError, preprocess_image
+    from resnet_port.validation import BadImageError, preprocess_image
 
     crops = []
     for file in files:

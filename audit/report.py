@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from audit.compare import summarize_tensors
-from audit.diagnose import AuditResult, side_summary
+from resnet_port.audit.compare import summarize_tensors
+from resnet_port.audit.diagnose import AuditResult, side_summary
 
 KIND_NAMES = {"conv": "conv weights", "bn_stats": "BN statistics", "bn_affine": "BN affine", "fc": "classifier"}
 

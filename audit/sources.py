@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import torch
 
-from checkpoints import CheckpointMetadata, Preprocessing, read_raw
-from checkpoints.plain import metadata_for_plain
+from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, read_raw
+from resnet_port.checkpoints.plain import metadata_for_plain
 from resnet_port.errors import CheckpointError, InputError
-from resnet_ref import ResNetSpec, state_dict_problems
+from resnet_port.resnet_ref import ResNetSpec, state_dict_problems
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NDARRAY_MAGIC = (0x112).to_bytes(8, "little")
@@ -149,17 +149,17 @@ def _converter(module: str, function: str, kind: str) -> Callable[..., Any]:
 
 
 def _convert_caffe(path: Path, options: SideOptions):
-    convert = _converter("converters.caffe", "convert_caffe", "Caffe")
+    convert = _converter("resnet_port.converters.caffe", "convert_caffe", "Caffe")
     return convert(path, prototxt=options.prototxt, mean=options.mean)
 
 
 def _convert_mxnet(path: Path, options: SideOptions):
-    convert = _converter("converters.mxnet", "convert_mxnet", "MXNet")
+    convert = _converter("resnet_port.converters.mxnet", "convert_mxnet", "MXNet")
     return convert(path, arch=options.arch, symbol=options.symbol)
 
 
 def _convert_onnx(path: Path, options: SideOptions):
-    convert = _converter("converters.onnx", "convert_onnx", "ONNX")
+    convert = _converter("resnet_port.converters.onnx", "convert_onnx", "ONNX")
     return convert(path)
 
 

@@ -49,7 +49,7 @@ def child(task: str, path: str) -> dict:
 
     if task == "convert":
         # Warm the one-off imports of the conversion path on a tiny net, outside the timing.
-        from converters.caffe import convert_caffe, parse_prototxt, write_caffemodel
+        from resnet_port.converters.caffe import convert_caffe, parse_prototxt, write_caffemodel
         from tests.caffe.netgen import resnet_prototxt, weights_for
 
         with tempfile.TemporaryDirectory() as folder:
@@ -61,18 +61,18 @@ def child(task: str, path: str) -> dict:
     if task == "read_bytes":
         size = len(Path(path).read_bytes())
     elif task == "protobuf_parse":
-        from converters.caffe import message_class
+        from resnet_port.converters.caffe import message_class
 
         net = message_class("NetParameter")()
         net.ParseFromString(Path(path).read_bytes())
         size = len(net.layer)
     elif task == "read_caffemodel":
-        from converters.caffe import read_caffemodel
+        from resnet_port.converters.caffe import read_caffemodel
 
         model = read_caffemodel(path)
         size = sum(b.size for blobs in model.blobs.values() for b in blobs)
     elif task == "convert":
-        from converters.caffe import convert_caffe
+        from resnet_port.converters.caffe import convert_caffe
 
         conversion = convert_caffe(path)
         size = sum(t.numel() for t in conversion.state_dict.values())
@@ -107,7 +107,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tqdm import tqdm
 
-    from converters.caffe import parse_prototxt, write_caffemodel
+    from resnet_port.converters.caffe import parse_prototxt, write_caffemodel
     from tests.caffe.netgen import weights_for
 
     with tempfile.TemporaryDirectory() as folder:

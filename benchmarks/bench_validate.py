@@ -38,14 +38,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from checkpoints import CheckpointMetadata, preset_preprocessing
-from resnet_ref import create_model
-from validation import evaluate
-from validation.data import scan_dataset
-from validation.decode import decode_image
-from validation.evaluate import default_batch_size, default_workers, versions
-from validation.sample import skimage_data_dir
-from validation.transforms import CropTransform, Normalizer, crop_boxes, image_to_hwc, resize_shorter, take_crops
+from resnet_port.checkpoints import CheckpointMetadata, preset_preprocessing
+from resnet_port.resnet_ref import create_model
+from resnet_port.validation import evaluate
+from resnet_port.validation.data import scan_dataset
+from resnet_port.validation.decode import decode_image
+from resnet_port.validation.evaluate import default_batch_size, default_workers, versions
+from resnet_port.validation.sample import skimage_data_dir
+from resnet_port.validation.transforms import CropTransform, Normalizer, crop_boxes, image_to_hwc, resize_shorter, take_crops
 
 RESULTS = Path(__file__).resolve().parent / "results" / "validate.json"
 # ImageNet val's common sizes (most images are 500x375 or 375x500, a few larger).

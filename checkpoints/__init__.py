@@ -4,8 +4,8 @@ Public API: `save_checkpoint`, `load_checkpoint`, `load_model`, `CheckpointMetad
 `Preprocessing`, `SourceInfo`, `SourceFile`, `atomic_output`.
 """
 
-from checkpoints.io import atomic_output, load_checkpoint, load_model, read_raw, save_checkpoint
-from checkpoints.metadata import (
+from resnet_port.checkpoints.io import atomic_output, load_checkpoint, load_model, read_raw, save_checkpoint
+from resnet_port.checkpoints.metadata import (
     IMAGENET_CLASS_ORDER,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -15,7 +15,7 @@ from checkpoints.metadata import (
     SourceInfo,
     sha256_file,
 )
-from checkpoints.presets import preset_preprocessing
+from resnet_port.checkpoints.presets import preset_preprocessing
 
 __all__ = [
     "IMAGENET_CLASS_ORDER",

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from checkpoints.io import load_model
-from checkpoints.metadata import sha256_file
+from resnet_port.checkpoints.io import load_model
+from resnet_port.checkpoints.metadata import sha256_file
 from resnet_port.cli import run_cli, write_json
-from resnet_ref import count_flops, count_params, find_arch
+from resnet_port.resnet_ref import count_flops, count_params, find_arch
 
 
 def summarize(path: str | Path, arch: str | None = None, preset: str | None = None) -> dict[str, Any]:

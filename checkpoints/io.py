@@ -19,9 +19,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from checkpoints.metadata import CheckpointMetadata
+from resnet_port.checkpoints.metadata import CheckpointMetadata
 from resnet_port.errors import CheckpointError
-from resnet_ref import ResNet, ResNetSpec, build_model, state_dict_problems
+from resnet_port.resnet_ref import ResNet, ResNetSpec, build_model, state_dict_problems
 
 FORMAT_NAME = "resnet-port-checkpoint"
 FORMAT_VERSION = 1
@@ -232,7 +232,7 @@ def load_model(
     Toolkit checkpoints carry their spec.  Plain torchvision / timm / mmcls state dicts need
     ``arch`` or are matched against every registered architecture by names and shapes.
     """
-    from checkpoints.plain import metadata_for_plain
+    from resnet_port.checkpoints.plain import metadata_for_plain
 
     tensors, record, mean_image = read_raw(path)
     if record is not None:

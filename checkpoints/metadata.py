@@ -17,7 +17,7 @@ import numpy as np
 
 from resnet_port import __version__
 from resnet_port.errors import CheckpointError
-from resnet_ref.spec import ResNetSpec
+from resnet_port.resnet_ref.spec import ResNetSpec
 
 METADATA_FORMAT_VERSION = 1
 CHANNEL_ORDERS = ("RGB", "BGR")

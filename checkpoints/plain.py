@@ -14,10 +14,10 @@ from typing import Mapping
 
 import torch
 
-from checkpoints.metadata import CheckpointMetadata, SourceFile, SourceInfo
-from checkpoints.presets import preset_preprocessing
+from resnet_port.checkpoints.metadata import CheckpointMetadata, SourceFile, SourceInfo
+from resnet_port.checkpoints.presets import preset_preprocessing
 from resnet_port.errors import CheckpointError
-from resnet_ref import ResNet, arch_info, get_spec, list_archs
+from resnet_port.resnet_ref import ResNet, arch_info, get_spec, list_archs
 
 # (anchored pattern, replacement): applied in order to every key.
 PREFIX_RENAMES: list[tuple[str, str]] = [

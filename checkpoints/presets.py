@@ -6,7 +6,7 @@ conventions of the family it came from.  Converters state their source's preproc
 
 from __future__ import annotations
 
-from checkpoints.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from resnet_port.checkpoints.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from resnet_port.errors import CheckpointError
 
 # Per-channel BGR means of Kaiming He's release, for when the mean image itself is not at hand.

@@ -16,10 +16,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from checkpoints import CheckpointMetadata, save_checkpoint
+from resnet_port.checkpoints import CheckpointMetadata, save_checkpoint
 from resnet_port.cli import write_json
 from resnet_port.errors import ConversionError
-from resnet_ref import ResNetSpec, build_model, state_dict_problems
+from resnet_port.resnet_ref import ResNetSpec, build_model, state_dict_problems
 
 # The toolkit's one parity tolerance: max |logit diff| over max |reference logit|.  Every converter
 # check, the audit's "equivalent" verdict and the demo use it.

@@ -6,18 +6,18 @@ Caffe / PyTorch / unit-gain conventions, `CaffeLRPolicy` (Caffe's lr policies), 
 solver), and `recalibrate_bn` (BN statistics as exact averages).
 """
 
-from finetune.conventions import (
+from resnet_port.finetune.conventions import (
     CONVENTIONS,
     HyperParamConversion,
     SGDHyperParams,
     convert_hyperparams,
 )
-from finetune.net_params import BlobMultipliers, read_net_multipliers
-from finetune.plan import OptimizerPlan, plan_optimizer
-from finetune.recalibrate import RecalibrationResult, recalibrate_bn
-from finetune.schedule import LR_POLICIES, CaffeLRPolicy
-from finetune.sgd import CaffeSGD
-from finetune.solver import SolverConfig, SolverError, read_solver
+from resnet_port.finetune.net_params import BlobMultipliers, read_net_multipliers
+from resnet_port.finetune.plan import OptimizerPlan, plan_optimizer
+from resnet_port.finetune.recalibrate import RecalibrationResult, recalibrate_bn
+from resnet_port.finetune.schedule import LR_POLICIES, CaffeLRPolicy
+from resnet_port.finetune.sgd import CaffeSGD
+from resnet_port.finetune.solver import SolverConfig, SolverError, read_solver
 
 __all__ = [
     "CONVENTIONS",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finetune.net_params import read_net_multipliers
-from finetune.plan import plan_optimizer
-from finetune.solver import read_solver
+from resnet_port.finetune.net_params import read_net_multipliers
+from resnet_port.finetune.plan import plan_optimizer
+from resnet_port.finetune.solver import read_solver
 from resnet_port.cli import run_cli, write_json
 from resnet_port.errors import InputError
 
@@ -88,7 +88,7 @@ def convert_solver_main(argv: list[str] | None = None) -> int:
 
 def _conversion_map(path: Path) -> dict[str, str]:
     """reference key -> "layer.blobs[i]" from a convert-caffe checkpoint's conversion report."""
-    from checkpoints import load_checkpoint
+    from resnet_port.checkpoints import load_checkpoint
 
     _, _, metadata = load_checkpoint(path)
     report = metadata.conversion_report or {}
@@ -102,7 +102,7 @@ def _conversion_map(path: Path) -> dict[str, str]:
 
 @run_cli
 def recalibrate_bn_main(argv: list[str] | None = None) -> int:
-    from finetune.recalibrate_cli import main
+    from resnet_port.finetune.recalibrate_cli import main
 
     return main(argv)
 

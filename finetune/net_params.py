@@ -157,7 +157,7 @@ def net_multipliers(net: Any, where: str) -> list[BlobMultipliers]:
 
 def read_net_multipliers(path: str | Path) -> list[BlobMultipliers]:
     """The blobs of a train_val prototxt with their multipliers (read by converters.caffe)."""
-    from converters.caffe import read_prototxt
+    from resnet_port.converters.caffe import read_prototxt
 
     net = read_prototxt(path)
     return net_multipliers(net, str(path))

@@ -16,11 +16,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from finetune.conventions import SGDHyperParams, convert_hyperparams
-from finetune.net_params import BlobMultipliers
-from finetune.schedule import CaffeLRPolicy
-from finetune.sgd import CaffeSGD
-from finetune.solver import SolverConfig
+from resnet_port.finetune.conventions import SGDHyperParams, convert_hyperparams
+from resnet_port.finetune.net_params import BlobMultipliers
+from resnet_port.finetune.schedule import CaffeLRPolicy
+from resnet_port.finetune.sgd import CaffeSGD
+from resnet_port.finetune.solver import SolverConfig
 from resnet_port.errors import InputError
 
 _BLOB_ID = re.compile(r"^(?P<layer>.+)\.blobs\[(?P<index>\d+)\]$")

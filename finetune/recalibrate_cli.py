@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoints import load_model, save_checkpoint, sha256_file
-from finetune.recalibrate import MODES, VARIANCES, recalibrate_bn
+from resnet_port.checkpoints import load_model, save_checkpoint, sha256_file
+from resnet_port.finetune.recalibrate import MODES, VARIANCES, recalibrate_bn
 from resnet_port.cli import write_json
 from resnet_port.errors import InputError
 
@@ -60,9 +60,9 @@ def _collate(items: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
 
 
 def _batch_source(args: argparse.Namespace, metadata: Any, device: torch.device) -> tuple[Callable[[], Iterable[torch.Tensor]], int]:
-    from validation.data import ImageDataset, scan_dataset
-    from validation.evaluate import default_workers
-    from validation.transforms import CropTransform
+    from resnet_port.validation.data import ImageDataset, scan_dataset
+    from resnet_port.validation.evaluate import default_workers
+    from resnet_port.validation.transforms import CropTransform
 
     if args.batches < 1 or args.batch_size < 1:
         raise InputError(f"--batches and --batch-size must be positive, got {args.batches} and {args.batch_size}")

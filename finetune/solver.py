@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from google.protobuf import text_format
 
-from converters.caffe.schema import message_class
-from finetune.schedule import CaffeLRPolicy
+from resnet_port.converters.caffe.schema import message_class
+from resnet_port.finetune.schedule import CaffeLRPolicy
 from resnet_port.errors import InputError
 
 _INLINE_NETS = ("net_param", "train_net_param", "test_net_param")

@@ -40,7 +40,7 @@ def write_json(path: str | Path, data: Any) -> None:
     if str(path) == "-":
         sys.stdout.write(text)
         return
-    from checkpoints.io import atomic_output
+    from resnet_port.checkpoints.io import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(text)

@@ -22,7 +22,7 @@ import torch
 
 
 def _seeded_reference(arch: str, seed: int) -> torch.nn.Module:
-    from resnet_ref import create_model
+    from resnet_port.resnet_ref import create_model
 
     torch.manual_seed(seed)
     model = create_model(arch).eval()
@@ -45,12 +45,12 @@ def _seeded_reference(arch: str, seed: int) -> torch.nn.Module:
 
 
 def run_demo(arch: str = "caffe_resnet50", out_dir: Path | None = None, crops: int = 10, seed: int = 0) -> dict[str, Any]:
-    from checkpoints import load_model, save_checkpoint
-    from checkpoints.inspect import format_summary, summarize
-    from converters.caffe import convert_caffe, write_caffemodel
-    from converters.caffe.export import export_caffe
-    from converters.common import PARITY_RTOL, compare_logits, run_converted
-    from resnet_ref import arch_info
+    from resnet_port.checkpoints import load_model, save_checkpoint
+    from resnet_port.checkpoints.inspect import format_summary, summarize
+    from resnet_port.converters.caffe import convert_caffe, write_caffemodel
+    from resnet_port.converters.caffe.export import export_caffe
+    from resnet_port.converters.common import PARITY_RTOL, compare_logits, run_converted
+    from resnet_port.resnet_ref import arch_info
 
     if arch_info(arch).family != "caffe":
         from resnet_port.errors import InputError
@@ -101,7 +101,7 @@ def run_demo(arch: str = "caffe_resnet50", out_dir: Path | None = None, crops: i
     print(format_summary(summarize(work / f"{arch}.safetensors")))
 
     # 4. the evaluation protocol on real photos
-    from validation.sample import run_sample_validation
+    from resnet_port.validation.sample import run_sample_validation
 
     model, metadata = load_model(work / f"{arch}.pth")
     evaluation = run_sample_validation(model, metadata, work / "photos", crops=crops)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "archs":
-        from resnet_ref import arch_info, list_archs
+        from resnet_port.resnet_ref import arch_info, list_archs
 
         rows = [{"name": n, "family": arch_info(n).family, "note": arch_info(n).note} for n in list_archs()]
         if args.json:

@@ -5,10 +5,10 @@ Public API: `create_model(name, num_classes=1000)`, `list_archs()`, `get_spec(na
 This package knows nothing of converters or file formats.
 """
 
-from resnet_ref.model import ResNet
-from resnet_ref.profile import count_flops, count_params
-from resnet_ref.registry import ArchInfo, arch_info, build_model, create_model, find_arch, get_spec, list_archs, state_dict_problems
-from resnet_ref.spec import ResNetSpec
+from resnet_port.resnet_ref.model import ResNet
+from resnet_port.resnet_ref.profile import count_flops, count_params
+from resnet_port.resnet_ref.registry import ArchInfo, arch_info, build_model, create_model, find_arch, get_spec, list_archs, state_dict_problems
+from resnet_port.resnet_ref.spec import ResNetSpec
 
 __all__ = [
     "ArchInfo",

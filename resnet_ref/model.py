@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_port.errors import SpecError
-from resnet_ref.spec import ResNetSpec
+from resnet_port.resnet_ref.spec import ResNetSpec
 
 
 class FixedGammaBatchNorm2d(nn.BatchNorm2d):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from resnet_ref.model import FixedAvgPool2d
+from resnet_port.resnet_ref.model import FixedAvgPool2d
 
 
 def count_params(model: nn.Module) -> int:

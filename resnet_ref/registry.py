@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from resnet_port.errors import SpecError
-from resnet_ref.model import ResNet
-from resnet_ref.spec import BASIC_LAYERS, BOTTLENECK_LAYERS, ResNetSpec, layers_for_depth
+from resnet_port.resnet_ref.model import ResNet
+from resnet_port.resnet_ref.spec import BASIC_LAYERS, BOTTLENECK_LAYERS, ResNetSpec, layers_for_depth
 
 
 @dataclass(frozen=True)

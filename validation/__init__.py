@@ -15,7 +15,7 @@ Public API:
 - `published_for(arch)`: the published errors for a registered architecture.
 """
 
-from validation.data import (
+from resnet_port.validation.data import (
     DatasetIndex,
     ImageDataset,
     Sample,
@@ -25,12 +25,12 @@ from validation.data import (
     read_class_list,
     scan_dataset,
 )
-from validation.decode import BadImageError, decode_image
-from validation.evaluate import compare_checkpoints, evaluate
-from validation.metrics import Tally, average_crop_probabilities, topk_hits
-from validation.published import PUBLISHED, PublishedResult, published_for
-from validation.sample import make_sample_dataset, run_sample_validation
-from validation.transforms import CropBox, CropSet, CropTransform, Normalizer, crop_boxes, resize_shorter, resized_size
+from resnet_port.validation.decode import BadImageError, decode_image
+from resnet_port.validation.evaluate import compare_checkpoints, evaluate
+from resnet_port.validation.metrics import Tally, average_crop_probabilities, topk_hits
+from resnet_port.validation.published import PUBLISHED, PublishedResult, published_for
+from resnet_port.validation.sample import make_sample_dataset, run_sample_validation
+from resnet_port.validation.transforms import CropBox, CropSet, CropTransform, Normalizer, crop_boxes, resize_shorter, resized_size
 
 __all__ = [
     "PUBLISHED",

@@ -6,7 +6,7 @@ Examples::
     validate resnet50-0676ba61.pth --preset torchvision --data /data/imagenet/val
     validate caffe_r50.pth --data /data/ILSVRC2012_val --labels /data/val.txt --limit 500 --shuffle-seed 0
     validate --parity ported.pth original.pth --data /data/some_images
-    torchrun --nproc-per-node 4 -m validation.cli r50.pth --data /data/imagenet/val --device cuda
+    torchrun --nproc-per-node 4 -m resnet_port.validation.cli r50.pth --data /data/imagenet/val --device cuda
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ with Caffe's val.txt ('ILSVRC2012_val_00000001.JPEG 65'). Exit codes: 0 done, 2 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from checkpoints.presets import PRESET_FAMILIES
+    from resnet_port.checkpoints.presets import PRESET_FAMILIES
 
     parser = argparse.ArgumentParser(
         prog="validate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_for_validation(path: Path, arch: str | None, preset: str | None):
     """(model, metadata); a file without toolkit metadata needs ``preset``, since its preprocessing
     would otherwise be a guess and a wrong guess costs accuracy silently."""
-    from checkpoints import load_model, read_raw
+    from resnet_port.checkpoints import load_model, read_raw
 
     _, record, _ = read_raw(path)
     if record is None and preset is None:
@@ -104,8 +104,8 @@ def format_result(result: dict, compare: list[dict] | None) -> str:
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from validation.evaluate import compare_checkpoints, evaluate
-    from validation.published import comparison_rows
+    from resnet_port.validation.evaluate import compare_checkpoints, evaluate
+    from resnet_port.validation.published import comparison_rows
 
     if args.parity:
         if args.checkpoint is not None:

@@ -23,10 +23,10 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from checkpoints import IMAGENET_CLASS_ORDER, CheckpointMetadata, Preprocessing
+from resnet_port.checkpoints import IMAGENET_CLASS_ORDER, CheckpointMetadata, Preprocessing
 from resnet_port.errors import InputError
-from validation.decode import BadImageError, decode_image
-from validation.transforms import CropSet, CropTransform, Normalizer
+from resnet_port.validation.decode import BadImageError, decode_image
+from resnet_port.validation.transforms import CropSet, CropTransform, Normalizer
 
 # torchvision's IMG_EXTENSIONS, compared case-insensitively (ImageNet's files end in .JPEG).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -7,7 +7,7 @@ image for all its crops, in DataLoader workers overlapped with the model; the cr
 resized uint8 tensor (a quarter of float32's bytes cross the process boundary and the PCIe bus); they
 arrive channels_last, which is also the faster layout for the model on both devices.
 
-Distributed (``torchrun --nproc-per-node N -m validation.cli ...``, or any initialised process group):
+Distributed (``torchrun --nproc-per-node N -m resnet_port.validation.cli ...``, or any initialised process group):
 rank r takes images r, r + N, r + 2N, ... (no padding, unlike ``DistributedSampler``, which repeats
 images to even the shards and so counts some twice); counts and per-image records are gathered once
 at the end.
@@ -30,14 +30,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoints import CheckpointMetadata, sha256_file
-from checkpoints.io import atomic_output
+from resnet_port.checkpoints import CheckpointMetadata, sha256_file
+from resnet_port.checkpoints.io import atomic_output
 from resnet_port import __version__
 from resnet_port.errors import InputError
-from validation.data import DatasetIndex, ImageDataset, Item, class_order_warnings, read_class_list, scan_dataset
-from validation.decode import BadImageError
-from validation.metrics import Tally, average_crop_probabilities
-from validation.transforms import CropTransform, Normalizer
+from resnet_port.validation.data import DatasetIndex, ImageDataset, Item, class_order_warnings, read_class_list, scan_dataset
+from resnet_port.validation.decode import BadImageError
+from resnet_port.validation.metrics import Tally, average_crop_probabilities
+from resnet_port.validation.transforms import CropTransform, Normalizer
 
 RESIZE_IMPL = "pillow-resize (torchvision Resize(int) on PIL: shorter side, long side truncated, antialiased)"
 CROP_IMPL = "torchvision CenterCrop/TenCrop offsets (round half to even), crops as views"
@@ -458,7 +458,7 @@ def compare_checkpoints(
 
 def _unlabelled_or_scan(data_dir: str | Path, labels_file: str | Path | None) -> DatasetIndex:
     """Parity needs no labels: a folder of bare images is read with label 0 for each."""
-    from validation.data import DatasetError, Sample, is_image_file
+    from resnet_port.validation.data import DatasetError, Sample, is_image_file
 
     try:
         return scan_dataset(data_dir, labels_file)

@@ -59,7 +59,7 @@ def make_sample_dataset(dest_dir: str | Path, quality: int = 90) -> Path:
 def run_sample_validation(model, metadata, work_dir: str | Path, crops: int = 10, progress: bool = False) -> dict:
     """The demo's short run: write the sample photos into ``work_dir`` and evaluate ``model`` on them
     with ``crops`` crops (one process, no workers: four images do not repay starting any)."""
-    from validation.evaluate import evaluate
+    from resnet_port.validation.evaluate import evaluate
 
     folder = make_sample_dataset(Path(work_dir))
     return evaluate(model, metadata, folder, crops, workers=0, progress=progress, device="cpu")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from checkpoints import Preprocessing
+from resnet_port.checkpoints import Preprocessing
 from resnet_port.errors import InputError
 
 PIL_FILTERS = {

@@ -5,15 +5,15 @@ Public API: `read_prototxt`, `read_caffemodel` (a `CaffeModel`: net + blobs by l
 `write_binaryproto`, `convert_caffe`, `CaffeInterpreter`.
 """
 
-from converters.caffe.binaryproto import read_binaryproto, write_binaryproto
-from converters.caffe.caffemodel import CaffeModel, read_caffemodel
-from converters.caffe.convert import convert_caffe
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.h5 import read_caffemodel_h5, write_caffemodel_h5
-from converters.caffe.interpreter import CaffeInterpreter
-from converters.caffe.prototxt import parse_prototxt, read_prototxt
-from converters.caffe.schema import message_class
-from converters.caffe.writer import write_caffemodel
+from resnet_port.converters.caffe.binaryproto import read_binaryproto, write_binaryproto
+from resnet_port.converters.caffe.caffemodel import CaffeModel, read_caffemodel
+from resnet_port.converters.caffe.convert import convert_caffe
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.h5 import read_caffemodel_h5, write_caffemodel_h5
+from resnet_port.converters.caffe.interpreter import CaffeInterpreter
+from resnet_port.converters.caffe.prototxt import parse_prototxt, read_prototxt
+from resnet_port.converters.caffe.schema import message_class
+from resnet_port.converters.caffe.writer import write_caffemodel
 
 __all__ = [
     "CaffeFormatError",

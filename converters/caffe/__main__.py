@@ -1,7 +1,7 @@
-"""``python -m converters.caffe`` is ``convert-caffe``."""
+"""``python -m resnet_port.converters.caffe`` is ``convert-caffe``."""
 
 import sys
 
-from converters.caffe.cli import main
+from resnet_port.converters.caffe.cli import main
 
 sys.exit(main())

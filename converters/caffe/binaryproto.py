@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from converters.caffe.blobs import array_to_blob, blob_to_array
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.schema import message_class
+from resnet_port.converters.caffe.blobs import array_to_blob, blob_to_array
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.schema import message_class
 
 
 def read_binaryproto(path: str | Path) -> np.ndarray:
@@ -32,7 +32,7 @@ def read_binaryproto(path: str | Path) -> np.ndarray:
 
 def write_binaryproto(path: str | Path, array: np.ndarray) -> None:
     """Write ``array`` as a binaryproto (atomically); used to make mean-file fixtures."""
-    from checkpoints import atomic_output
+    from resnet_port.checkpoints import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_bytes(array_to_blob(np.asarray(array)).SerializeToString())

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.schema import message_class
-from converters.caffe.wire import FIXED32, FIXED64, LEN, VARINT, encode_len_field, encode_varint, iter_fields
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.schema import message_class
+from resnet_port.converters.caffe.wire import FIXED32, FIXED64, LEN, VARINT, encode_len_field, encode_varint, iter_fields
 
 # BlobProto field numbers (caffe.proto).
 _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _DIFF, _SHAPE, _DOUBLE_DATA, _DOUBLE_DIFF = 1, 2, 3, 4, 5, 6, 7, 8, 9

@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from converters.caffe.blobs import parse_blob
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.schema import (
+from resnet_port.converters.caffe.blobs import parse_blob
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.schema import (
     LAYER_BLOBS_FIELD,
     NET_LAYER_FIELD,
     NET_V1_LAYERS_FIELD,
     V1_LAYER_BLOBS_FIELD,
     message_class,
 )
-from converters.caffe.upgrade import upgrade_v1_layer
-from converters.caffe.wire import LEN, Truncated, iter_fields
+from resnet_port.converters.caffe.upgrade import upgrade_v1_layer
+from resnet_port.converters.caffe.wire import LEN, Truncated, iter_fields
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -116,7 +116,7 @@ def _parse(buf: memoryview, where: str) -> CaffeModel:
     if not layers:
         raise CaffeFormatError(f"{where}: not a caffemodel: it holds no Caffe layers")
     if v1_seen and net.input:
-        from converters.caffe.upgrade import upgrade_net
+        from resnet_port.converters.caffe.upgrade import upgrade_net
 
         net = upgrade_net(net, where)
     for message, blob_ranges in layers:
@@ -129,7 +129,7 @@ def _parse(buf: memoryview, where: str) -> CaffeModel:
         ]
         net.layer.append(message)
     if net.input:
-        from converters.caffe.upgrade import upgrade_net
+        from resnet_port.converters.caffe.upgrade import upgrade_net
 
         net = upgrade_net(net, where)
     return CaffeModel(Path(where), net, blobs)
@@ -148,7 +148,7 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
     with handle:
         head = handle.read(8)
         if head == HDF5_MAGIC:
-            from converters.caffe.h5 import read_caffemodel_h5
+            from resnet_port.converters.caffe.h5 import read_caffemodel_h5
 
             return read_caffemodel_h5(path)
         if not head:

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from converters.caffe.convert import convert_caffe
-from converters.common import add_output_arguments, write_outputs
+from resnet_port.converters.caffe.convert import convert_caffe
+from resnet_port.converters.common import add_output_arguments, write_outputs
 from resnet_port.cli import run_cli
 from resnet_port.errors import InputError
 

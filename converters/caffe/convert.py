@@ -13,17 +13,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from checkpoints import CheckpointMetadata, Preprocessing, SourceFile, SourceInfo
-from converters.caffe.binaryproto import read_binaryproto
-from converters.caffe.caffemodel import CaffeModel, read_caffemodel
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.graph import to_spec, to_state_dict, walk
-from converters.caffe.layers import Node, blob_id, read_layer
-from converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
-from converters.caffe.prototxt import read_prototxt
-from converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, SourceFile, SourceInfo
+from resnet_port.converters.caffe.binaryproto import read_binaryproto
+from resnet_port.converters.caffe.caffemodel import CaffeModel, read_caffemodel
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.graph import to_spec, to_state_dict, walk
+from resnet_port.converters.caffe.layers import Node, blob_id, read_layer
+from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
+from resnet_port.converters.caffe.prototxt import read_prototxt
+from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.errors import ConversionError
-from resnet_ref import find_arch
+from resnet_port.resnet_ref import find_arch
 
 # Layer types whose blobs are weights; a prototxt layer of these types must find them in the model.
 WEIGHTED_TYPES = ("Convolution", "BatchNorm", "Scale", "InnerProduct")
@@ -216,7 +216,7 @@ def convert_caffe(
     )
     conversion = finish_conversion(spec, state_dict, metadata, report, where)
     if verify:
-        from converters.caffe.verify import verify_conversion
+        from resnet_port.converters.caffe.verify import verify_conversion
 
         metadata.verification = verify_conversion(
             conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed, progress=progress,

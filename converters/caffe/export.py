@@ -15,9 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from converters.caffe.prototxt import parse_prototxt
+from resnet_port.converters.caffe.prototxt import parse_prototxt
 from resnet_port.errors import ConversionError
-from resnet_ref import ResNetSpec
+from resnet_port.resnet_ref import ResNetSpec
 
 BN_FACTOR = np.float32(999.982)  # the factor the release's files carry
 

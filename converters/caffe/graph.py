@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from converters.caffe.layers import Node
+from resnet_port.converters.caffe.layers import Node
 from resnet_port.errors import ConversionError
-from resnet_ref import ResNetSpec
+from resnet_port.resnet_ref import ResNetSpec
 
 
 @dataclass

@@ -8,14 +8,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.errors import CaffeFormatError
 
 
 def read_caffemodel_h5(path: str | Path):
     """A `CaffeModel` with ``net=None`` and the blobs of every layer group, in blob order."""
     import h5py
 
-    from converters.caffe.caffemodel import CaffeModel
+    from resnet_port.converters.caffe.caffemodel import CaffeModel
 
     path = Path(path)
     try:
@@ -59,7 +59,7 @@ def write_caffemodel_h5(path: str | Path, blobs: Mapping[str, Sequence[np.ndarra
     """Write blobs by layer name as Caffe's ``Net::ToHDF5`` does (atomically)."""
     import h5py
 
-    from checkpoints import atomic_output
+    from resnet_port.checkpoints import atomic_output
 
     path = Path(path)
     with atomic_output(path) as tmp:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
-from converters.caffe.registry import lookup, register
+from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
+from resnet_port.converters.caffe.registry import lookup, register
 from resnet_port.errors import ConversionError
 
 FRAMEWORK = "caffe-interpreter"

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from converters.caffe.netstate import DATA_TYPES, LOSS_TYPES
-from converters.caffe.registry import lookup, register
+from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES
+from resnet_port.converters.caffe.registry import lookup, register
 from resnet_port.errors import ConversionError
 
 FRAMEWORK = "caffe"

@@ -7,9 +7,9 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.schema import message_class
-from converters.caffe.upgrade import upgrade_net
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.schema import message_class
+from resnet_port.converters.caffe.upgrade import upgrade_net
 
 
 def parse_prototxt(text: str, where: str = "<prototxt>", upgrade: bool = True) -> Any:

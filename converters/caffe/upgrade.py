@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.schema import ENUMS, message_class
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.schema import ENUMS, message_class
 
 # V1 enum name -> the type string of the current format (Caffe's UpgradeV1LayerType).
 V1_TYPE_NAMES: dict[str, str] = {

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.caffe.interpreter import CaffeInterpreter
-from converters.common import Conversion, compare_logits, run_converted
+from resnet_port.converters.caffe.interpreter import CaffeInterpreter
+from resnet_port.converters.common import Conversion, compare_logits, run_converted
 
 VERIFY_BATCH = 2
 

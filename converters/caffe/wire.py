@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.errors import CaffeFormatError
 
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
 

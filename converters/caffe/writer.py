@@ -12,10 +12,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from converters.caffe.blobs import blob_bytes, joined_length
-from converters.caffe.errors import CaffeFormatError
-from converters.caffe.schema import LAYER_BLOBS_FIELD, NET_LAYER_FIELD, message_class
-from converters.caffe.wire import encode_varint, LEN
+from resnet_port.converters.caffe.blobs import blob_bytes, joined_length
+from resnet_port.converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe.schema import LAYER_BLOBS_FIELD, NET_LAYER_FIELD, message_class
+from resnet_port.converters.caffe.wire import encode_varint, LEN
 
 
 def write_caffemodel(
@@ -29,7 +29,7 @@ def write_caffemodel(
     Blobs already inside ``net``'s layers are replaced by those given.  ``legacy_shapes`` writes
     num/channels/height/width instead of ``shape``, as files from before 2015 do.  Atomic.
     """
-    from checkpoints import atomic_output
+    from resnet_port.checkpoints import atomic_output
 
     path = Path(path)
     names = {layer.name for layer in net.layer}

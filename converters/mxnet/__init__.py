@@ -3,8 +3,8 @@ MXNet symbolic ResNets (``resnet-N-symbol.json`` + ``resnet-N-0000.params``) ont
 ResNet.  Reading needs numpy only: MXNet's NDArray format is parsed here (`read_ndarray_file`).
 """
 
-from converters.mxnet.convert import convert_mxnet
-from converters.mxnet.ndarray import read_ndarray_file, write_ndarray_file
-from converters.mxnet.writer import write_gluon_parameters
+from resnet_port.converters.mxnet.convert import convert_mxnet
+from resnet_port.converters.mxnet.ndarray import read_ndarray_file, write_ndarray_file
+from resnet_port.converters.mxnet.writer import write_gluon_parameters
 
 __all__ = ["convert_mxnet", "read_ndarray_file", "write_gluon_parameters", "write_ndarray_file"]

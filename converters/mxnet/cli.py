@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.common import PARITY_RTOL, add_output_arguments, compare_logits, run_converted, write_outputs
-from converters.mxnet.convert import convert_mxnet
+from resnet_port.converters.common import PARITY_RTOL, add_output_arguments, compare_logits, run_converted, write_outputs
+from resnet_port.converters.mxnet.convert import convert_mxnet
 from resnet_port.cli import run_cli
 from resnet_port.errors import InputError
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from converters.common import Conversion
-from converters.mxnet import gluon_names
-from converters.mxnet.from_gluon import convert_gluon_parameters
-from converters.mxnet.from_symbol import convert_symbol
-from converters.mxnet.ndarray import read_ndarray_file
-from converters.mxnet.shared import closest_archs
+from resnet_port.converters.common import Conversion
+from resnet_port.converters.mxnet import gluon_names
+from resnet_port.converters.mxnet.from_gluon import convert_gluon_parameters
+from resnet_port.converters.mxnet.from_symbol import convert_symbol
+from resnet_port.converters.mxnet.ndarray import read_ndarray_file
+from resnet_port.converters.mxnet.shared import closest_archs
 from resnet_port.errors import ConversionError
-from resnet_ref import arch_info, list_archs
+from resnet_port.resnet_ref import arch_info, list_archs
 
 
 def default_symbol_for(params_path: Path) -> Path | None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.common import Conversion, ConversionReport, finish_conversion
-from converters.mxnet import gluon_names
-from converters.mxnet.shared import (
+from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.converters.mxnet import gluon_names
+from resnet_port.converters.mxnet.shared import (
     as_tensor,
     check_arch,
     check_shapes,
@@ -26,7 +26,7 @@ from converters.mxnet.shared import (
     pick_spec,
 )
 from resnet_port.errors import ConversionError, SpecError
-from resnet_ref import ResNetSpec
+from resnet_port.resnet_ref import ResNetSpec
 
 GLUON_BN_EPS = 1e-5  # gluon.nn.BatchNorm's epsilon, which the model zoo keeps everywhere
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.common import Conversion, ConversionReport, finish_conversion
-from converters.mxnet import ops
-from converters.mxnet.recognise import Recognised, recognise
-from converters.mxnet.shared import as_tensor, check_arch, check_shapes, conv_bias_roles, input_bn_kind, metadata, name_or_closest, pick_spec
-from converters.mxnet.symbol import read_symbol_json
+from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.converters.mxnet import ops
+from resnet_port.converters.mxnet.recognise import Recognised, recognise
+from resnet_port.converters.mxnet.shared import as_tensor, check_arch, check_shapes, conv_bias_roles, input_bn_kind, metadata, name_or_closest, pick_spec
+from resnet_port.converters.mxnet.symbol import read_symbol_json
 from resnet_port.errors import ConversionError, SpecError
-from resnet_ref import ResNetSpec, arch_info
+from resnet_port.resnet_ref import ResNetSpec, arch_info
 
 
 def _symbol_spec(

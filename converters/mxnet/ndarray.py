@@ -196,7 +196,7 @@ def write_ndarray_file(path: str | Path, arrays: Mapping[str, np.ndarray] | Sequ
 
     Written atomically (a temporary file renamed into place), so no half-written file is left.
     """
-    from checkpoints.io import atomic_output
+    from resnet_port.checkpoints.io import atomic_output
 
     if isinstance(arrays, Mapping):
         names = [str(n) for n in arrays]

@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from converters.common import ConversionReport
-from converters.mxnet.symbol import SymbolGraph, SymbolNode
+from resnet_port.converters.common import ConversionReport
+from resnet_port.converters.mxnet.symbol import SymbolGraph, SymbolNode
 from resnet_port.errors import ConversionError
 
 FRAMEWORK = "mxnet"

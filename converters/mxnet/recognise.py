@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from converters.mxnet.symbol import SymbolGraph, SymbolNode
+from resnet_port.converters.mxnet.symbol import SymbolGraph, SymbolNode
 from resnet_port.errors import ConversionError
 
 ADD_OPS = ("elemwise_add", "_Plus", "_plus", "broadcast_add", "_add", "broadcast_plus")

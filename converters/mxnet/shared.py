@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
-from converters.common import ConversionReport
+from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
+from resnet_port.converters.common import ConversionReport
 from resnet_port.errors import ConversionError
-from resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
+from resnet_port.resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
 
 FLOAT_KINDS = "f"
 

@@ -11,10 +11,10 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from converters.mxnet.gluon_names import to_gluon_name
-from converters.mxnet.ndarray import write_ndarray_file
+from resnet_port.converters.mxnet.gluon_names import to_gluon_name
+from resnet_port.converters.mxnet.ndarray import write_ndarray_file
 from resnet_port.errors import ConversionError
-from resnet_ref import ResNetSpec
+from resnet_port.resnet_ref import ResNetSpec
 
 
 def gluon_layout_problems(spec: ResNetSpec) -> list[str]:

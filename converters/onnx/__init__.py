@@ -4,7 +4,7 @@
 ResNet from the graph's topology and shapes (never from names), and returns a `Conversion`.
 """
 
-from converters.onnx.convert import convert_onnx
-from converters.onnx.verify import verify_conversion
+from resnet_port.converters.onnx.convert import convert_onnx
+from resnet_port.converters.onnx.verify import verify_conversion
 
 __all__ = ["convert_onnx", "verify_conversion"]

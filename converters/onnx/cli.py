@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from converters.common import add_output_arguments, write_outputs
-from converters.onnx.convert import convert_onnx
-from converters.onnx.graph import import_onnx
-from converters.onnx.verify import DEFAULT_TOLERANCE, verify_conversion
+from resnet_port.converters.common import add_output_arguments, write_outputs
+from resnet_port.converters.onnx.convert import convert_onnx
+from resnet_port.converters.onnx.graph import import_onnx
+from resnet_port.converters.onnx.verify import DEFAULT_TOLERANCE, verify_conversion
 from resnet_port.cli import run_cli, write_json
 from resnet_port.errors import InputError
 

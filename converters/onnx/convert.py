@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
-from converters.common import Conversion, ConversionReport, finish_conversion
-from converters.onnx.graph import OnnxGraph, read_graph
-from converters.onnx.ops import BatchNormLayer, ConvLayer
-from converters.onnx.recognise import Block, Recognised, recognise
+from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
+from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
+from resnet_port.converters.onnx.ops import BatchNormLayer, ConvLayer
+from resnet_port.converters.onnx.recognise import Block, Recognised, recognise
 from resnet_port.errors import ConversionError
-from resnet_ref import ResNetSpec, build_model, count_params, find_arch, get_spec, list_archs
+from resnet_port.resnet_ref import ResNetSpec, build_model, count_params, find_arch, get_spec, list_archs
 
 
 class _Targets:

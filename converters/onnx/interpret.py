@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from converters.onnx.graph import OnnxGraph
-from converters.onnx.ops import (
+from resnet_port.converters.onnx.graph import OnnxGraph
+from resnet_port.converters.onnx.ops import (
     AddLayer,
     AvgPoolLayer,
     BatchNormLayer,

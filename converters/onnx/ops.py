@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters.onnx.graph import Node, OnnxGraph
+from resnet_port.converters.onnx.graph import Node, OnnxGraph
 from resnet_port.errors import ConversionError
 
 FRAMEWORK = "onnx"

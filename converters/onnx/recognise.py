@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from converters.onnx.graph import Node, OnnxGraph
-from converters.onnx.ops import (
+from resnet_port.converters.onnx.graph import Node, OnnxGraph
+from resnet_port.converters.onnx.ops import (
     AddLayer,
     AvgPoolLayer,
     BatchNormLayer,

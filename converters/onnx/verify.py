@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.common import PARITY_RTOL, Conversion, compare_logits, run_converted
-from converters.onnx.graph import read_graph
-from converters.onnx.interpret import run_graph
+from resnet_port.converters.common import PARITY_RTOL, Conversion, compare_logits, run_converted
+from resnet_port.converters.onnx.graph import read_graph
+from resnet_port.converters.onnx.interpret import run_graph
 
 DEFAULT_TOLERANCE = PARITY_RTOL
 DEFAULT_SIZE = 224

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.cli import main
+from resnet_port.audit.cli import main
 
 
 @pytest.fixture

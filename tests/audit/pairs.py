@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoints import CheckpointMetadata, Preprocessing, save_checkpoint
-from resnet_ref import ResNetSpec, build_model, get_spec
+from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, save_checkpoint
+from resnet_port.resnet_ref import ResNetSpec, build_model, get_spec
 
 CROP = 48
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from audit.cli import main
+from resnet_port.audit.cli import main
 from tests.audit.pairs import caffe_prep, random_state_dict, save, small_spec
 
 
@@ -90,7 +90,7 @@ def test_real_images_each_side_with_its_own_preprocessing(tmp_path, good):
     import numpy as np
     import torch
 
-    from checkpoints import load_checkpoint
+    from resnet_port.checkpoints import load_checkpoint
 
     spec, sd, meta = load_checkpoint(good)
     rgb = dict(sd, **{"conv1.weight": sd["conv1.weight"].flip(1).contiguous()})
@@ -116,6 +116,6 @@ def test_help_lists_every_cause(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    from audit import CAUSE_KEYS
+    from resnet_port.audit import CAUSE_KEYS
 
     assert all(key in text for key in CAUSE_KEYS)

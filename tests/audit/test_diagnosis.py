@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from audit import CAUSE_KEYS, DEFAULT_RTOL
+from resnet_port.audit import CAUSE_KEYS, DEFAULT_RTOL
 from tests.audit.pairs import (
     CROP,
     caffe_prep,
@@ -28,8 +28,8 @@ from tests.audit.pairs import (
     small_spec,
     torch_prep,
 )
-from checkpoints import Preprocessing
-from resnet_ref import ResNetSpec
+from resnet_port.checkpoints import Preprocessing
+from resnet_port.resnet_ref import ResNetSpec
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import save_checkpoint
+from resnet_port.checkpoints import save_checkpoint
 from tests.caffe.conftest import CAFFE_REF, unpacked
 from tests.peers.mxnet_cache import mxnet_fixtures  # noqa: F401 - pytest fixture
 
@@ -50,7 +50,7 @@ MEAN = CAFFE_REF / "ResNet_mean.binaryproto"  # the release's real mean image
 def golden_r50(tmp_path_factory):
     """The golden ResNet-50 caffemodel and its conversion (with the real mean image) saved as a
     toolkit checkpoint."""
-    from converters.caffe import convert_caffe
+    from resnet_port.converters.caffe import convert_caffe
 
     model = unpacked("ResNet-50.caffemodel")
     conversion = convert_caffe(model, mean=MEAN)
@@ -106,8 +106,8 @@ def test_golden_port_with_per_channel_means_is_named(golden_r50, run_audit):
 def test_golden_weights_poured_into_torchvision_resnet50_name_three_causes(golden_r50, run_audit):
     """The classic naive port: Caffe's tensors loaded into torchvision's resnet50 (stride in the
     3x3, floor pooling, no conv1 bias).  Three bugs at once, each found in turn."""
-    from checkpoints import CheckpointMetadata
-    from resnet_ref import get_spec
+    from resnet_port.checkpoints import CheckpointMetadata
+    from resnet_port.resnet_ref import get_spec
 
     model, _, conversion, folder = golden_r50
     spec = get_spec("resnet50")

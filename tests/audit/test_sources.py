@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from audit.sources import file_kind, load_side
-from checkpoints import CheckpointMetadata, preset_preprocessing, save_checkpoint
+from resnet_port.audit.sources import file_kind, load_side
+from resnet_port.checkpoints import CheckpointMetadata, preset_preprocessing, save_checkpoint
 from resnet_port.errors import InputError
-from resnet_ref import get_spec
+from resnet_port.resnet_ref import get_spec
 from tests.audit.pairs import random_state_dict
 
 
@@ -91,6 +91,6 @@ def test_file_kind(tmp_path, name, head, kind):
 def test_missing_converter_is_a_clear_input_error(tmp_path, monkeypatch):
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"\x08\x07")
-    monkeypatch.setitem(sys.modules, "converters.onnx", None)  # as if the ONNX converter were not installed
+    monkeypatch.setitem(sys.modules, "resnet_port.converters.onnx", None)  # as if the ONNX converter were not installed
     with pytest.raises(InputError, match="not available"):
         load_side("A", onnx_file)

@@ -54,7 +54,7 @@ def golden() -> Path:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A small Caffe ResNet (prototxt, caffemodel, h5) in the release's naming, with seeded weights."""
-    from converters.caffe import parse_prototxt, write_caffemodel, write_caffemodel_h5
+    from resnet_port.converters.caffe import parse_prototxt, write_caffemodel, write_caffemodel_h5
     from tests.caffe.netgen import resnet_prototxt, weights_for
 
     folder = tmp_path_factory.mktemp("tiny")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import load_checkpoint, load_model
-from converters.caffe import parse_prototxt, write_binaryproto, write_caffemodel, write_caffemodel_h5
-from converters.caffe.cli import main
+from resnet_port.checkpoints import load_checkpoint, load_model
+from resnet_port.converters.caffe import parse_prototxt, write_binaryproto, write_caffemodel, write_caffemodel_h5
+from resnet_port.converters.caffe.cli import main
 from tests.caffe.conftest import CAFFE_REF
 
 
@@ -45,7 +45,7 @@ def test_convert_writes_checkpoint_report_and_json(tiny, tmp_path, capsys):
 
 
 def test_console_script_help_runs():
-    result = subprocess.run([sys.executable, "-m", "converters.caffe", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "resnet_port.converters.caffe", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--prototxt" in result.stdout and "--rgb" in result.stdout
 
 

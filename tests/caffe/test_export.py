@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from converters.caffe import convert_caffe, read_prototxt, write_caffemodel
-from converters.caffe.export import export_caffe
+from resnet_port.converters.caffe import convert_caffe, read_prototxt, write_caffemodel
+from resnet_port.converters.caffe.export import export_caffe
 from resnet_port.errors import ConversionError
-from resnet_ref import create_model, get_spec
+from resnet_port.resnet_ref import create_model, get_spec
 from tests.shared_dir import SHARED
 
 
@@ -44,7 +44,7 @@ def test_export_reproduces_the_release_prototxt(depth):
 def test_exported_files_convert_back_to_the_same_weights(tmp_path):
     torch.manual_seed(0)
     spec = get_spec("caffe_resnet50").replace(layers=(1, 1, 1, 1), num_classes=5)
-    from resnet_ref import build_model
+    from resnet_port.resnet_ref import build_model
 
     model = build_model(spec).eval()
     with torch.no_grad():

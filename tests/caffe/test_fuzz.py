@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converters.caffe import convert_caffe
+from resnet_port.converters.caffe import convert_caffe
 from resnet_port.errors import InputError
 
 

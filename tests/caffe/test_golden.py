@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-import resnet_ref
-from converters.caffe import CaffeInterpreter, convert_caffe, read_caffemodel
-from converters.common import run_converted
-from resnet_ref import build_model
+from resnet_port import resnet_ref
+from resnet_port.converters.caffe import CaffeInterpreter, convert_caffe, read_caffemodel
+from resnet_port.converters.common import run_converted
+from resnet_port.resnet_ref import build_model
 from tests.caffe.conftest import CAFFE_REF, GOLDEN, unpacked
 
 TOL = 1e-4
@@ -151,8 +151,8 @@ def test_verify_records_the_interpreter_difference():
 
 
 def test_cli_checkpoint_reproduces_fc1000_after_save_and_load(tmp_path, capsys):
-    from checkpoints import load_model
-    from converters.caffe.cli import main
+    from resnet_port.checkpoints import load_model
+    from resnet_port.converters.caffe.cli import main
 
     out = tmp_path / "r50.safetensors"
     code = main([str(unpacked("ResNet-50.caffemodel")), "--prototxt", str(CAFFE_REF / "ResNet-50-deploy.prototxt"),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import resnet_ref
-from converters.caffe import convert_caffe, parse_prototxt, write_caffemodel
+from resnet_port import resnet_ref
+from resnet_port.converters.caffe import convert_caffe, parse_prototxt, write_caffemodel
 from resnet_port.errors import ConversionError
 from tests.caffe.netgen import resnet_prototxt, weights_for
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from converters.caffe import CaffeInterpreter, parse_prototxt
-from converters.caffe.registry import register
+from resnet_port.converters.caffe import CaffeInterpreter, parse_prototxt
+from resnet_port.converters.caffe.registry import register
 from resnet_port.errors import ConversionError
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from converters.caffe import CaffeInterpreter, convert_caffe, read_caffemodel
-from resnet_ref import build_model
+from resnet_port.converters.caffe import CaffeInterpreter, convert_caffe, read_caffemodel
+from resnet_port.resnet_ref import build_model
 from tests.caffe.conftest import GOLDEN, unpacked
 
 TOL = 1e-4

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from converters.caffe import parse_prototxt, read_prototxt
-from converters.caffe.errors import CaffeFormatError
+from resnet_port.converters.caffe import parse_prototxt, read_prototxt
+from resnet_port.converters.caffe.errors import CaffeFormatError
 from tests.caffe.conftest import CAFFE_REF
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters.caffe import (
+from resnet_port.converters.caffe import (
     CaffeInterpreter,
     convert_caffe,
     message_class,
@@ -159,7 +159,7 @@ def test_prototxt_alone_is_not_needed_and_graph_from_caffemodel_matches_prototxt
 
 @pytest.mark.parametrize("cut", [1, 7, 100])
 def test_every_truncation_point_is_refused(tiny, tmp_path, cut):
-    from converters.caffe import CaffeFormatError
+    from resnet_port.converters.caffe import CaffeFormatError
 
     data = tiny["model"].read_bytes()
     path = tmp_path / "cut.caffemodel"
@@ -170,7 +170,7 @@ def test_every_truncation_point_is_refused(tiny, tmp_path, cut):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_h5_is_refused_cleanly(tiny, tmp_path, damage):
-    from converters.caffe import CaffeFormatError
+    from resnet_port.converters.caffe import CaffeFormatError
 
     data = bytearray(tiny["h5"].read_bytes())
     if damage == "truncate":

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import (
+from resnet_port.checkpoints import (
     CheckpointMetadata,
     Preprocessing,
     SourceFile,
@@ -21,9 +21,9 @@ from checkpoints import (
     load_model,
     save_checkpoint,
 )
-from checkpoints.inspect import main as inspect_main
+from resnet_port.checkpoints.inspect import main as inspect_main
 from resnet_port.errors import CheckpointError
-from resnet_ref import count_params, create_model
+from resnet_port.resnet_ref import count_params, create_model
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_ref import ResNet, create_model, get_spec, list_archs
+from resnet_port.resnet_ref import ResNet, create_model, get_spec, list_archs
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checkpoints import load_model
-from checkpoints.plain import fitting_archs, normalise_names
+from resnet_port.checkpoints import load_model
+from resnet_port.checkpoints.plain import fitting_archs, normalise_names
 from resnet_port.errors import CheckpointError
 from tests.core.independent_builders import (
     mmcls_v1d_forward,

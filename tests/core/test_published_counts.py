@@ -14,9 +14,9 @@ import re
 import pytest
 import torch
 
-from resnet_ref import count_flops, count_params
+from resnet_port.resnet_ref import count_flops, count_params
 from tests.shared_dir import SHARED
-from resnet_ref import create_model as _create
+from resnet_port.resnet_ref import create_model as _create
 
 
 def create_model(arch: str, num_classes: int = 1000):

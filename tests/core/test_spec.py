@@ -7,7 +7,7 @@ import json
 import pytest
 
 from resnet_port.errors import SpecError
-from resnet_ref import ResNetSpec, arch_info, build_model, create_model, find_arch, get_spec, list_archs
+from resnet_port.resnet_ref import ResNetSpec, arch_info, build_model, create_model, find_arch, get_spec, list_archs
 
 REQUIRED_ARCHS = (
     ["caffe_resnet50", "caffe_resnet101", "caffe_resnet152"]

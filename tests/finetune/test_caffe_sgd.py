@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finetune import CaffeSGD
+from resnet_port.finetune import CaffeSGD
 from tests.finetune.conftest import GROUP_MULTS
 from tests.finetune.reference import grads_at, max_diff
 

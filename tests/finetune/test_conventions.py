@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from finetune import CaffeSGD, SGDHyperParams, convert_hyperparams
+from resnet_port.finetune import CaffeSGD, SGDHyperParams, convert_hyperparams
 from resnet_port.errors import InputError
 from tests.finetune.reference import grads_at, max_diff
 

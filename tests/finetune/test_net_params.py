@@ -8,11 +8,11 @@ import json
 import pytest
 from google.protobuf import text_format
 
-from converters.caffe import parse_prototxt, read_prototxt
-from finetune import read_solver
-from finetune.cli import convert_solver_main
-from finetune.net_params import NetParamsError, net_multipliers, read_net_multipliers
-from finetune.plan import plan_optimizer
+from resnet_port.converters.caffe import parse_prototxt, read_prototxt
+from resnet_port.finetune import read_solver
+from resnet_port.finetune.cli import convert_solver_main
+from resnet_port.finetune.net_params import NetParamsError, net_multipliers, read_net_multipliers
+from resnet_port.finetune.plan import plan_optimizer
 
 TRAIN_VAL = """\
 name: "fragment"
@@ -84,9 +84,9 @@ def test_unknown_layers_and_surplus_params_are_refused(layer, fragment):
 @pytest.mark.slow
 def test_kaiming_resnet50_groups_name_every_reference_parameter(tmp_path):
     """Real weights, real names: the deploy net given Caffe-style multipliers, converted by convert-caffe."""
-    from checkpoints import save_checkpoint
-    from converters.caffe.convert import convert_caffe
-    from resnet_ref import build_model
+    from resnet_port.checkpoints import save_checkpoint
+    from resnet_port.converters.caffe.convert import convert_caffe
+    from resnet_port.resnet_ref import build_model
     from tests.caffe.conftest import CAFFE_REF, unpacked
 
     deploy = CAFFE_REF / "ResNet-50-deploy.prototxt"
@@ -139,8 +139,8 @@ def test_kaiming_resnet50_groups_name_every_reference_parameter(tmp_path):
 
 
 def test_checkpoint_without_a_caffe_report_is_refused(tmp_path, capsys):
-    import resnet_ref
-    from checkpoints import CheckpointMetadata, save_checkpoint
+    from resnet_port import resnet_ref
+    from resnet_port.checkpoints import CheckpointMetadata, save_checkpoint
 
     spec = resnet_ref.get_spec("resnet18", num_classes=3)
     ckpt = tmp_path / "tv.pth"

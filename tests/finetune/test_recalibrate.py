@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import resnet_ref
-from finetune.recalibrate import RecalibrationError, recalibrate_bn
+from resnet_port import resnet_ref
+from resnet_port.finetune.recalibrate import RecalibrationError, recalibrate_bn
 
 EPS = 1e-5
 

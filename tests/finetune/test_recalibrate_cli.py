@@ -13,16 +13,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-import resnet_ref
-from checkpoints import (
+from resnet_port import resnet_ref
+from resnet_port.checkpoints import (
     CheckpointMetadata,
     Preprocessing,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from finetune.cli import recalibrate_bn_main
-from validation.data import preprocess_image
+from resnet_port.finetune.cli import recalibrate_bn_main
+from resnet_port.validation.data import preprocess_image
 
 IMAGES_PER_CLASS = 6
 

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finetune import CaffeLRPolicy, CaffeSGD, read_solver
-from finetune.cli import convert_solver_main
-from finetune.plan import plan_optimizer
-from finetune.solver import SolverError
+from resnet_port.finetune import CaffeLRPolicy, CaffeSGD, read_solver
+from resnet_port.finetune.cli import convert_solver_main
+from resnet_port.finetune.plan import plan_optimizer
+from resnet_port.finetune.solver import SolverError
 
 RESNET_SOLVER = """\
 # the ImageNet ResNet recipe: 0.1, divided by 10 twice, momentum 0.9, weight decay 1e-4

@@ -50,7 +50,7 @@ def _tiny_state(arch: str = "resnet18", seed: int = 0):
 
 
 def _read_raw(path: Path) -> Any:
-    from checkpoints import read_raw
+    from resnet_port.checkpoints import read_raw
 
     return read_raw(path)
 
@@ -58,7 +58,7 @@ def _read_raw(path: Path) -> Any:
 @fuzz_target("checkpoints.read_raw", _read_raw, ".pth")
 def checkpoint_seeds(work: Path) -> list[bytes]:
     """A toolkit .pth and .safetensors, a plain state_dict (zip), and a legacy (non-zip) pickle file."""
-    from checkpoints import CheckpointMetadata, save_checkpoint
+    from resnet_port.checkpoints import CheckpointMetadata, save_checkpoint
 
     spec, state = _tiny_state()
     meta = CheckpointMetadata(spec=spec, preprocessing=torch_prep())
@@ -71,7 +71,7 @@ def checkpoint_seeds(work: Path) -> list[bytes]:
 
 
 def _load_model(path: Path) -> Any:
-    from checkpoints import load_model
+    from resnet_port.checkpoints import load_model
 
     return load_model(path)
 
@@ -79,7 +79,7 @@ def _load_model(path: Path) -> Any:
 @fuzz_target("checkpoints.load_model", _load_model, ".safetensors")
 def load_model_seeds(work: Path) -> list[bytes]:
     """The whole loading path, metadata record and strict fit included."""
-    from checkpoints import CheckpointMetadata, save_checkpoint
+    from resnet_port.checkpoints import CheckpointMetadata, save_checkpoint
 
     spec, state = _tiny_state("resnet50")
     meta = CheckpointMetadata(spec=spec, preprocessing=torch_prep())
@@ -87,7 +87,7 @@ def load_model_seeds(work: Path) -> list[bytes]:
 
 
 def _load_side(path: Path) -> Any:
-    from audit import load_side
+    from resnet_port.audit import load_side
 
     return load_side("A", path)
 
@@ -100,7 +100,7 @@ def audit_side_seeds(work: Path) -> list[bytes]:
 
 def tiny_onnx(path: Path) -> Path:
     """A small reference ResNet exported by torch's ONNX exporter, BatchNorms kept as nodes."""
-    from resnet_ref import build_model
+    from resnet_port.resnet_ref import build_model
 
     spec, state = _tiny_state("resnet18_v1")
     model = build_model(spec)
@@ -121,7 +121,7 @@ def tiny_onnx(path: Path) -> Path:
 
 
 def _convert_onnx(path: Path) -> Any:
-    from converters.onnx import convert_onnx
+    from resnet_port.converters.onnx import convert_onnx
 
     return convert_onnx(path)
 
@@ -137,7 +137,7 @@ def _tiny_caffe(work: Path) -> dict[str, Path]:
     Caffe writers: prototxt, caffemodel, HDF5 snapshot and a mean binaryproto."""
     import numpy as np
 
-    from converters.caffe import parse_prototxt, write_binaryproto, write_caffemodel, write_caffemodel_h5
+    from resnet_port.converters.caffe import parse_prototxt, write_binaryproto, write_caffemodel, write_caffemodel_h5
     from tests.caffe.netgen import resnet_prototxt, weights_for
 
     text = resnet_prototxt(widths=(2, 4, 4, 8), stem_width=4, input_size=32, classes=3)
@@ -157,7 +157,7 @@ def _tiny_caffe(work: Path) -> dict[str, Path]:
 
 
 def _read_prototxt(path: Path) -> Any:
-    from converters.caffe import read_prototxt
+    from resnet_port.converters.caffe import read_prototxt
 
     return read_prototxt(path)
 
@@ -170,7 +170,7 @@ def prototxt_seeds(work: Path) -> list[bytes]:
 
 
 def _read_caffemodel(path: Path) -> Any:
-    from converters.caffe import read_caffemodel
+    from resnet_port.converters.caffe import read_caffemodel
 
     return read_caffemodel(path)
 
@@ -181,7 +181,7 @@ def caffemodel_seeds(work: Path) -> list[bytes]:
 
 
 def _read_caffemodel_h5(path: Path) -> Any:
-    from converters.caffe import read_caffemodel_h5
+    from resnet_port.converters.caffe import read_caffemodel_h5
 
     return read_caffemodel_h5(path)
 
@@ -192,7 +192,7 @@ def caffemodel_h5_seeds(work: Path) -> list[bytes]:
 
 
 def _read_binaryproto(path: Path) -> Any:
-    from converters.caffe import read_binaryproto
+    from resnet_port.converters.caffe import read_binaryproto
 
     return read_binaryproto(path)
 
@@ -203,7 +203,7 @@ def binaryproto_seeds(work: Path) -> list[bytes]:
 
 
 def _convert_caffe(path: Path) -> Any:
-    from converters.caffe import convert_caffe
+    from resnet_port.converters.caffe import convert_caffe
 
     return convert_caffe(path)
 
@@ -215,7 +215,7 @@ def convert_caffe_seeds(work: Path) -> list[bytes]:
 
 # -- MXNet ----------------------------------------------------------------------------------------
 def _read_ndarray_file(path: Path) -> Any:
-    from converters.mxnet import read_ndarray_file
+    from resnet_port.converters.mxnet import read_ndarray_file
 
     return read_ndarray_file(path)
 
@@ -225,7 +225,7 @@ def _ndarray_seeds(work: Path) -> list[bytes]:
     (the format of PEERS.md), plus a real Gluon file's head when the peer cache has one."""
     import numpy as np
 
-    from converters.mxnet import write_ndarray_file
+    from resnet_port.converters.mxnet import write_ndarray_file
 
     rng = np.random.default_rng(0)
     named = {
@@ -246,7 +246,7 @@ def ndarray_seeds(work: Path) -> list[bytes]:
 
 
 def _convert_mxnet(path: Path) -> Any:
-    from converters.mxnet import convert_mxnet
+    from resnet_port.converters.mxnet import convert_mxnet
 
     return convert_mxnet(path)
 
@@ -278,7 +278,7 @@ def gluon_v1_name(key: str) -> str:
 def convert_mxnet_seeds(work: Path) -> list[bytes]:
     """A small Gluon ResNet-18 V1 in Gluon's structural names, so that the mutations reach the
     converter's name and shape checks, not only the file reader."""
-    from converters.mxnet import write_ndarray_file
+    from resnet_port.converters.mxnet import write_ndarray_file
 
     _, state = _tiny_state("resnet18_v1")
     params = {gluon_v1_name(k): v.numpy() for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -287,7 +287,7 @@ def convert_mxnet_seeds(work: Path) -> list[bytes]:
 
 
 def _read_symbol_json(path: Path) -> Any:
-    from converters.mxnet.symbol import read_symbol_json
+    from resnet_port.converters.mxnet.symbol import read_symbol_json
 
     return read_symbol_json(path)
 

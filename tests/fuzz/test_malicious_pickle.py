@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit.cli import main as audit_main
-from audit.sources import load_side
-from checkpoints import load_model, read_raw
+from resnet_port.audit.cli import main as audit_main
+from resnet_port.audit.sources import load_side
+from resnet_port.checkpoints import load_model, read_raw
 from resnet_port.errors import CheckpointError
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from converters.common import Conversion
-from resnet_ref import build_model
+from resnet_port.converters.common import Conversion
+from resnet_port.resnet_ref import build_model
 from tests.peers.mxnet_cache import mxnet_fixtures  # noqa: F401 - re-exported pytest fixture
 
 TOLERANCE = 1e-4  # max |diff| over max |reference logit|, as the issue asks

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.mxnet import read_ndarray_file, write_ndarray_file
-from converters.mxnet.cli import main
+from resnet_port.converters.mxnet import read_ndarray_file, write_ndarray_file
+from resnet_port.converters.mxnet.cli import main
 
 pytestmark = pytest.mark.peer  # the inputs are MXNet-written files, damaged here
 

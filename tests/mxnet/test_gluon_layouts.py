@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.mxnet import convert_mxnet
+from resnet_port.converters.mxnet import convert_mxnet
 from tests.mxnet.conftest import assert_parity, logits_of, model_of
 from tests.peers.mxnet_cache import PEER_PYTHON
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converters.mxnet import read_ndarray_file, write_ndarray_file
+from resnet_port.converters.mxnet import read_ndarray_file, write_ndarray_file
 from resnet_port.errors import CheckpointError
 from tests.peers.mxnet_cache import PEER_PYTHON
 

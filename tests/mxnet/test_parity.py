@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checkpoints import load_model
-from converters.mxnet import convert_mxnet
-from converters.mxnet.cli import main as cli_main
+from resnet_port.checkpoints import load_model
+from resnet_port.converters.mxnet import convert_mxnet
+from resnet_port.converters.mxnet.cli import main as cli_main
 from tests.mxnet.conftest import assert_parity, logits_of, model_of
 from tests.peers.mxnet_cache import GLUON_MODELS, SYMBOLIC_MODELS
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from converters.mxnet import convert_mxnet, read_ndarray_file
-from resnet_ref import build_model
+from resnet_port.converters.mxnet import convert_mxnet, read_ndarray_file
+from resnet_port.resnet_ref import build_model
 from tests.mxnet.conftest import assert_moves, assert_parity, logits_of, model_of
 
 pytestmark = pytest.mark.peer

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from converters.mxnet.symbol import read_symbol_json
+from resnet_port.converters.mxnet.symbol import read_symbol_json
 from resnet_port.errors import ConversionError
 
 GOOD_NODES = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.mxnet import convert_mxnet, read_ndarray_file, write_ndarray_file
+from resnet_port.converters.mxnet import convert_mxnet, read_ndarray_file, write_ndarray_file
 from tests.mxnet.conftest import assert_moves, assert_parity, logits_of, model_of, mxnet_symbol_logits
 
 pytestmark = pytest.mark.peer

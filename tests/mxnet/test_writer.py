@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import resnet_ref
-from converters.mxnet import convert_mxnet, write_gluon_parameters
-from converters.mxnet.writer import gluon_layout_problems
+from resnet_port import resnet_ref
+from resnet_port.converters.mxnet import convert_mxnet, write_gluon_parameters
+from resnet_port.converters.mxnet.writer import gluon_layout_problems
 from resnet_port.errors import ConversionError
 from tests.mxnet.conftest import assert_parity, logits_of
 from tests.peers.mxnet_cache import PEER_PYTHON

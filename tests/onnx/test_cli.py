@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import load_checkpoint, load_model
-from converters.onnx.cli import main
+from resnet_port.checkpoints import load_checkpoint, load_model
+from resnet_port.converters.onnx.cli import main
 from tests.onnx.conftest import TOLERANCE, rel_diff
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from converters.common import Conversion, run_converted
-from converters.onnx import convert_onnx
+from resnet_port.converters.common import Conversion, run_converted
+from resnet_port.converters.onnx import convert_onnx
 from resnet_port.errors import ConversionError
 from tests.onnx.conftest import BLOCKS, TOLERANCE, rel_diff
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from converters.onnx import convert_onnx
+from resnet_port.converters.onnx import convert_onnx
 from resnet_port.errors import ConversionError
 
 pytestmark = pytest.mark.fuzz

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.onnx.graph import read_graph
-from converters.onnx.interpret import run_graph
+from resnet_port.converters.onnx.graph import read_graph
+from resnet_port.converters.onnx.interpret import run_graph
 from tests.onnx.conftest import rel_diff
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from converters.common import Conversion, run_converted
-from converters.onnx import convert_onnx
+from resnet_port.converters.common import Conversion, run_converted
+from resnet_port.converters.onnx import convert_onnx
 from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.onnx import convert_onnx
-from converters.onnx.cli import main
-from converters.onnx.graph import Node, read_graph
-from converters.onnx.ops import onnx_op, parse_node
+from resnet_port.converters.onnx import convert_onnx
+from resnet_port.converters.onnx.cli import main
+from resnet_port.converters.onnx.graph import Node, read_graph
+from resnet_port.converters.onnx.ops import onnx_op, parse_node
 from resnet_port.errors import ConversionError
 
 

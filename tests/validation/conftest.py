@@ -17,8 +17,8 @@ from PIL import Image, ImageOps
 
 import skimage.data
 
-from checkpoints import CheckpointMetadata, Preprocessing
-from resnet_ref import ResNetSpec, build_model
+from resnet_port.checkpoints import CheckpointMetadata, Preprocessing
+from resnet_port.resnet_ref import ResNetSpec, build_model
 
 SKIMAGE_DIR = Path(skimage.data.__file__).parent
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import CheckpointMetadata, Preprocessing, save_checkpoint
-from resnet_ref import create_model
-from validation import make_sample_dataset
-from validation.cli import format_result, main
-from validation.published import comparison_rows
-from validation.sample import SAMPLE_PHOTOS
+from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, save_checkpoint
+from resnet_port.resnet_ref import create_model
+from resnet_port.validation import make_sample_dataset
+from resnet_port.validation.cli import format_result, main
+from resnet_port.validation.published import comparison_rows
+from resnet_port.validation.sample import SAMPLE_PHOTOS
 
 from .conftest import FOLDER_FILES, ref_crops, tiny_metadata, tiny_model
 
@@ -50,7 +50,7 @@ def test_sample_dataset_is_flat_imagenet_layout(sample_dir):
 
 
 def test_run_sample_validation(tmp_path):
-    from validation import run_sample_validation
+    from resnet_port.validation import run_sample_validation
 
     result = run_sample_validation(tiny_model(), tiny_metadata(), tmp_path / "demo", crops=10)
     assert result["images"] == len(SAMPLE_PHOTOS) and result["crops"] == 10 and result["protocol"]["layout"] == "flat"

@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from validation import evaluate
-from validation.decode import BadImageError
+from resnet_port.validation import evaluate
+from resnet_port.validation.decode import BadImageError
 
 from .conftest import FOLDER_FILES, tiny_metadata, tiny_model
 
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def _rank_main(rank: int, world: int, port: int, data: str, out_dir: str, bad_data: str) -> None:
     """1-crop in a process group this function sets up; 10-crop in the one evaluate() sets up from
-    torchrun's environment variables (the path ``torchrun -m validation.cli`` takes)."""
+    torchrun's environment variables (the path ``torchrun -m resnet_port.validation.cli`` takes)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoints import CheckpointMetadata, Preprocessing
+from resnet_port.checkpoints import CheckpointMetadata, Preprocessing
 from resnet_port.errors import InputError
-from validation import evaluate
-from validation.data import DatasetError, ImageDataset, scan_dataset
-from validation.decode import BadImageError, decode_image
-from validation.metrics import Tally
-from validation.transforms import CropTransform
+from resnet_port.validation import evaluate
+from resnet_port.validation.data import DatasetError, ImageDataset, scan_dataset
+from resnet_port.validation.decode import BadImageError, decode_image
+from resnet_port.validation.metrics import Tally
+from resnet_port.validation.transforms import CropTransform
 
 from .conftest import CLASSES, FOLDER_FILES, KnownModel, TINY_SPEC, ref_crops, ref_resize, tiny_metadata, tiny_model
 
@@ -286,7 +286,7 @@ def test_mean_and_std_values(imagefolder):
 
 
 def _sample(path):
-    from validation.data import Sample
+    from resnet_port.validation.data import Sample
 
     return Sample(path, 0)
 
@@ -316,7 +316,7 @@ def test_mean_image_through_the_evaluation_loop(imagefolder, tmp_path):
 
 
 def test_each_image_decoded_once_for_ten_crops(imagefolder, monkeypatch):
-    import validation.data as data_module
+    import resnet_port.validation.data as data_module
 
     calls = []
     real = data_module.decode_image
@@ -331,7 +331,7 @@ def test_real_caffe_mean_image_against_per_channel_values(imagefolder):
     (104, 117, 123) moves the model's input well beyond float tolerance."""
     from pathlib import Path
 
-    from converters.caffe.binaryproto import read_binaryproto
+    from resnet_port.converters.caffe.binaryproto import read_binaryproto
 
     mean_file = Path("/work/shared/reference/caffe/ResNet_mean.binaryproto")
     if not mean_file.is_file():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_ref import list_archs
-from validation.published import PUBLISHED, comparison_rows, published_for
+from resnet_port.resnet_ref import list_archs
+from resnet_port.validation.published import PUBLISHED, comparison_rows, published_for
 
 from tests.shared_dir import SHARED
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from checkpoints import Preprocessing
-from validation.decode import decode_image
-from validation.transforms import CropTransform
+from resnet_port.checkpoints import Preprocessing
+from resnet_port.validation.decode import decode_image
+from resnet_port.validation.transforms import CropTransform
 
 from .conftest import FOLDER_FILES
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from checkpoints import Preprocessing
-from validation.decode import decode_image
-from validation.transforms import CropTransform, crop_boxes, resize_shorter, take_crops
+from resnet_port.checkpoints import Preprocessing
+from resnet_port.validation.decode import decode_image
+from resnet_port.validation.transforms import CropTransform, crop_boxes, resize_shorter, take_crops
 
 from .conftest import FOLDER_FILES, ref_center_crop, ref_crops, ref_resize, ref_ten_crop
 
