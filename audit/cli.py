@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from resnet_port.audit.diagnose import DEFAULT_RTOL, audit
+from resnet_port.audit.html_page import require_matplotlib, write_html
 from resnet_port.audit.inputs import image_folder_inputs, seeded_inputs
+from resnet_port.audit.layers import LAYER_MODES
 from resnet_port.audit.report import format_result
 from resnet_port.audit.sources import SideOptions, load_side
 from resnet_port.cli import run_cli, write_json
@@ -17,8 +19,9 @@ Compare two files that claim to be the same network (a Caffe caffemodel and a Py
 Gluon .params and its ONNX export, a timm and an mmcls checkpoint).  Each is loaded through the
 toolkit's converters onto the reference ResNet; then the specs are compared field by field, every
 tensor (shape, max abs / relative difference, cosine; BatchNorm statistics apart from the affine
-parameters; eps per layer), and the logits on the same images, each side with its own
-preprocessing.  Known porting bugs are tested as hypotheses: a cause is named only when undoing
+parameters; eps per layer), the output of every module (stem, each block, head pool, fc; --layers
+fine for inside the blocks), paired by reference name, to find the first layer where the sides
+part, and the logits on the same images, each side with its own preprocessing.  Known porting bugs are tested as hypotheses: a cause is named only when undoing
 it brings the outputs together.
 
 Cause keys: channel_order, bn_scale_factor, bn_eps, fix_gamma, stride_placement, pool_rounding,
@@ -47,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--rtol", type=float, default=DEFAULT_RTOL,
         help=f"'equivalent' when max |logit diff| <= RTOL * max |logit| (default {DEFAULT_RTOL:g})",
     )
+    parser.add_argument(
+        "--layers", choices=LAYER_MODES, default="blocks",
+        help="compare module outputs to find where the sides part: 'blocks' (stem, each residual block, "
+        "head pool, fc; default), 'fine' (also each conv, BN and pool inside the blocks), 'none'",
+    )
+    parser.add_argument(
+        "--html", type=Path, metavar="FILE",
+        help="also write one self-contained HTML page: verdict, causes, tensors, and a plot of the relative "
+        "difference per layer (needs matplotlib: pip install 'resnet-port[html]')",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the full result as JSON ('-' for stdout)")
     parser.add_argument("--all-tensors", action="store_true", help="list every differing tensor, not the worst few")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the verdict line")
@@ -70,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--num-inputs must be at least 1, got {args.num_inputs}")
     if not args.rtol > 0:
         raise InputError(f"--rtol must be positive, got {args.rtol}")
+    if args.html:
+        require_matplotlib()  # before minutes of work, not after
     a = load_side("A", args.a, _options(args, "a"))
     b = load_side("B", args.b, _options(args, "b"))
     if args.images:
@@ -77,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         size = max(a.preprocessing.resize, b.preprocessing.resize, a.preprocessing.crop, b.preprocessing.crop)
         inputs = seeded_inputs(args.num_inputs, size, args.seed)
-    result = audit(a, b, inputs, rtol=args.rtol, progress=not args.quiet)
+    result = audit(a, b, inputs, rtol=args.rtol, progress=not args.quiet, layers=args.layers)
     if args.json:
         write_json(args.json, result.to_dict())
+    if args.html:
+        write_html(args.html, result)
     if args.json != "-":
         if args.quiet:
             print(format_result(result).splitlines()[-1])

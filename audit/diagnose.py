@@ -27,6 +27,7 @@ from resnet_port.audit.compare import (
     tensor_rows,
 )
 from resnet_port.audit.inputs import InputSet
+from resnet_port.audit.layers import LayerComparison, compare_layers, describe
 from resnet_port.audit.sources import Side
 from resnet_port.converters.common import PARITY_RTOL
 from resnet_port.errors import ResnetPortError
@@ -41,11 +42,13 @@ class Cause:
     evidence: str
     discrepancy_before: float
     discrepancy_after: float
+    first_layer: str | None = None  # the first module whose output undoing the cause changes
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "evidence": self.evidence,
+            "first_layer": self.first_layer,
             "rel_logit_diff_before": _finite(self.discrepancy_before),
             "rel_logit_diff_after_fix": _finite(self.discrepancy_after),
         }
@@ -65,6 +68,7 @@ class AuditResult:
     tensors: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
+    layers: LayerComparison | None = None
 
     @property
     def exit_code(self) -> int:
@@ -80,6 +84,9 @@ class AuditResult:
             "rtol": self.rtol,
             "outputs": self.outputs,
             "inputs": self.inputs,
+            "first_divergent_layer": None if self.layers is None else self.layers.first_divergent,
+            "layers": [] if self.layers is None else self.layers.rows,
+            "layer_summary": None if self.layers is None else self.layers.summary(),
             "rejected_hypotheses": self.rejected,
             "notes": self.notes,
             "sides": {"a": side_summary(self.a), "b": side_summary(self.b)},
@@ -127,8 +134,14 @@ def _identical(a: Side, b: Side, rows: list[dict[str, Any]]) -> bool:
     )
 
 
-def audit(a: Side, b: Side, inputs: InputSet, rtol: float = DEFAULT_RTOL, progress: bool = False) -> AuditResult:
-    """Compare two sides on ``inputs`` and diagnose what makes them differ."""
+def audit(
+    a: Side, b: Side, inputs: InputSet, rtol: float = DEFAULT_RTOL, progress: bool = False, layers: str = "blocks"
+) -> AuditResult:
+    """Compare two sides on ``inputs`` and diagnose what makes them differ.
+
+    ``layers`` ("blocks", "fine" or "none") sets how finely module outputs are compared to find
+    where the two sides part; each named cause is then located the same way.
+    """
     rows = tensor_rows(a.state_dict, b.state_dict)
     result = AuditResult(
         verdict="different",
@@ -142,6 +155,7 @@ def audit(a: Side, b: Side, inputs: InputSet, rtol: float = DEFAULT_RTOL, progre
     )
     comparison = compare_outputs(a, b, inputs)
     result.outputs = comparison.to_dict()
+    result.layers = compare_layers(a, b, inputs, mode=layers, rtol=rtol, progress=progress)
     if _identical(a, b, rows):
         result.verdict = "identical"
         return result
@@ -198,7 +212,7 @@ def _search_causes(result: AuditResult, comparison: OutputComparison, inputs: In
         after, key, finding, fixed = min(trials, key=lambda t: t[0])
         if not (after <= result.rtol or after < 0.5 * gap):
             break
-        result.causes.append(Cause(key, finding.evidence, gap, after))
+        result.causes.append(_located(Cause(key, finding.evidence, gap, after), current, fixed, inputs, result))
         remaining.remove(key)
         tried.pop(key, None)
         current, gap = fixed, after
@@ -206,3 +220,15 @@ def _search_causes(result: AuditResult, comparison: OutputComparison, inputs: In
     for key, finding in tried.items():
         if key in remaining:
             result.rejected.append({"key": key, "evidence": finding.evidence, "reason": "undoing it does not close the gap"})
+
+
+def _located(cause: Cause, before: Side, after: Side, inputs: InputSet, result: AuditResult) -> Cause:
+    """Where the cause's signature starts: the first module whose output undoing it changes."""
+    mode = "none" if result.layers is None else result.layers.mode
+    if mode == "none":
+        return cause
+    where = compare_layers(after, before, inputs, mode=mode, rtol=result.rtol)  # A-like side first
+    if where.first_divergent is not None:
+        cause.first_layer = where.first_divergent
+        cause.evidence = f"{cause.evidence}; {describe(where)}"
+    return cause

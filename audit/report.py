@@ -65,6 +65,7 @@ def format_result(result: AuditResult, all_tensors: bool = False, worst: int = 8
     else:
         lines.append(f"outputs           not comparable: {out.get('reason')}")
     lines.append("")
+    lines.extend(format_layers(result))
     for cause in result.causes:
         after = "" if cause.discrepancy_after is None else f"  [undoing it: {_num(cause.discrepancy_before)} -> {_num(cause.discrepancy_after)}]"
         lines.append(f"cause {cause.key:<17} {cause.evidence}{after}")
@@ -76,3 +77,50 @@ def format_result(result: AuditResult, all_tensors: bool = False, worst: int = 8
     keys = f": {', '.join(c.key for c in result.causes)}" if result.causes else ""
     lines.append(f"verdict  {result.verdict}{tolerance}{keys}")
     return "\n".join(lines)
+
+
+def _layer_line(row: dict[str, Any], mark: str) -> str:
+    if row["status"] == "shape":
+        detail = f"output shape {row['shape_a']} vs {row['shape_b']}"
+    elif row["status"] in ("only_a", "only_b"):
+        detail = f"only on side {row['status'][-1].upper()}"
+    elif row["status"] == "input_convention":
+        detail = "reads the raw input, in each side's own channel order: not compared"
+    elif row["rel_diff"] is None:
+        detail = "non-finite outputs"
+    else:
+        detail = f"abs {_num(row['max_abs_diff'])}  rel {_num(row['rel_diff'])}  cos {_num(row['cosine'], '.6f')}"
+    return f"  {mark} {row['name']:<26} {row['type']:<18} {detail}"
+
+
+def format_layers(result: AuditResult, before: int = 2, after: int = 3) -> list[str]:
+    """The first divergent layer and the rows around it (all rows are in --json and --html)."""
+    layers = result.layers
+    if layers is None or layers.mode == "none":
+        return []
+    if not layers.rows:
+        return [f"layers            not compared: {layers.reason}", ""]
+    compared = [row for row in layers.rows if row["rel_diff"] is not None]
+    lines = []
+    if layers.first_divergent is None:
+        worst = max(compared, key=lambda row: row["rel_diff"], default=None)
+        tail = f", largest rel diff {worst['rel_diff']:.3g} at {worst['name']}" if worst else ""
+        lines.append(f"layers            {len(compared)} modules ({layers.mode}) agree within {layers.rtol:g}{tail}")
+    else:
+        index = layers.index(layers.first_divergent)
+        lines.append(
+            f"layers            first divergent layer: {layers.first_divergent} "
+            f"(row {index + 1} of {len(layers.rows)}, {layers.mode}; rel diff = max|A-B| / max|A|, tolerance {layers.rtol:g})"
+        )
+        lo, hi = max(0, index - before), min(len(layers.rows), index + after + 1)
+        if lo > 0:
+            lines.append(f"    ... {lo} earlier row(s) agree")
+        for i in range(lo, hi):
+            lines.append(_layer_line(layers.rows[i], ">" if i == index else " "))
+        if hi < len(layers.rows):
+            lines.append(f"    ... {len(layers.rows) - hi} more row(s) (--json or --html for all)")
+    for side, names in (("A", layers.only_a), ("B", layers.only_b)):
+        if names:
+            lines.append(f"  modules only on side {side}: {', '.join(names)}")
+    lines.append("")
+    return lines
