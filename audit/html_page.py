@@ -93,8 +93,10 @@ def layer_plot_svg(layers: LayerComparison) -> str:
             for i, r in enumerate(rows)
         ]
         ax.plot(xs, line_y, color="#9aa4b2", linewidth=0.8, zorder=1)
-        ax.scatter(ok_x, ok_y, s=16, color="#2563eb", label="within tolerance", zorder=3)
-        ax.scatter(bad_x, bad_y, s=20, color="#b42318", label="beyond tolerance", zorder=3)
+        if ok_x:
+            ax.scatter(ok_x, ok_y, s=16, color="#2563eb", label="within tolerance", zorder=3)
+        if bad_x:
+            ax.scatter(bad_x, bad_y, s=20, color="#b42318", label="beyond tolerance", zorder=3)
         if zero_x:
             ax.scatter(zero_x, [floor] * len(zero_x), s=16, facecolors="none", edgecolors="#2563eb",
                        label="equal (0, drawn at the floor)", zorder=3)
