@@ -34,6 +34,7 @@ from resnet_port.errors import ResnetPortError
 
 VERDICTS = ("identical", "equivalent", "different")
 DEFAULT_RTOL = PARITY_RTOL  # for "equivalent"
+LOCATE_IMAGES = 2  # images used to find the first module a named cause changes
 
 
 @dataclass
@@ -227,7 +228,9 @@ def _located(cause: Cause, before: Side, after: Side, inputs: InputSet, result: 
     mode = "none" if result.layers is None else result.layers.mode
     if mode == "none":
         return cause
-    where = compare_layers(after, before, inputs, mode=mode, rtol=result.rtol)  # A-like side first
+    # a few images show which module the fix changes first; the A-like (fixed) side goes first
+    few = InputSet(inputs.description, images=inputs.images[:LOCATE_IMAGES], files=inputs.files[:LOCATE_IMAGES])
+    where = compare_layers(after, before, few, mode=mode, rtol=result.rtol)
     if where.first_divergent is not None:
         cause.first_layer = where.first_divergent
         cause.evidence = f"{cause.evidence}; {describe(where)}"

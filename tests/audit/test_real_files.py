@@ -65,6 +65,7 @@ def test_golden_caffemodel_and_its_conversion_are_equivalent(golden_r50, run_aud
     code, report = run_audit(model, port, "-n", "2", "--mean-a", str(MEAN))
     assert (code, report["verdict"], report["causes"]) == (0, "equivalent", [])
     assert report["max_abs_logit_diff"] == 0.0
+    assert report["first_divergent_layer"] is None and len(report["layers"]) == 2 + 1 + 16 + 2  # stem, blocks, head
 
 
 def test_golden_caffemodel_and_its_h5_are_identical(golden_r50, run_audit):
@@ -88,6 +89,8 @@ def test_golden_port_with_bn_factor_left_in_is_named(golden_r50, run_audit):
     code, report = run_audit(model, port, "-n", "1", "--mean-a", str(MEAN))
     assert (code, report["verdict"]) == (1, "different")
     assert [c["key"] for c in report["causes"]] == ["bn_scale_factor"]
+    # every BN's statistics were scaled: the outputs part at the first BN, the stem's
+    assert report["first_divergent_layer"] == report["causes"][0]["first_layer"] == "bn1"
 
 
 def test_golden_port_with_per_channel_means_is_named(golden_r50, run_audit):
@@ -101,6 +104,7 @@ def test_golden_port_with_per_channel_means_is_named(golden_r50, run_audit):
     code, report = run_audit(model, port, "-n", "1", "--mean-a", str(MEAN))
     assert (code, report["verdict"]) == (1, "different")
     assert [c["key"] for c in report["causes"]] == ["mean_image"]
+    assert report["first_divergent_layer"] == report["causes"][0]["first_layer"] == "conv1"  # what conv1 reads
 
 
 def test_golden_weights_poured_into_torchvision_resnet50_name_three_causes(golden_r50, run_audit):
@@ -118,3 +122,7 @@ def test_golden_weights_poured_into_torchvision_resnet50_name_three_causes(golde
     assert (code, report["verdict"]) == (1, "different")
     assert sorted(c["key"] for c in report["causes"]) == ["missing_bias", "pool_rounding", "stride_placement"]
     assert report["causes"][-1]["rel_logit_diff_after_fix"] <= 1e-4
+    # conv1 lost its bias, the stem pool rounds down, the first strided block strides its 3x3
+    assert report["first_divergent_layer"] == "conv1"
+    where = {c["key"]: c["first_layer"] for c in report["causes"]}
+    assert where == {"missing_bias": "conv1", "pool_rounding": "maxpool", "stride_placement": "layer2.0"}
