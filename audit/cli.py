@@ -15,14 +15,14 @@ from resnet_port.cli import run_cli, write_json
 from resnet_port.errors import InputError
 
 DESCRIPTION = """\
-Compare two files that claim to be the same network (a Caffe caffemodel and a PyTorch port, a
-Gluon .params and its ONNX export, a timm and an mmcls checkpoint).  Each is loaded through the
-toolkit's converters onto the reference ResNet; then the specs are compared field by field, every
-tensor (shape, max abs / relative difference, cosine; BatchNorm statistics apart from the affine
+Compare two files that claim to be the same network (a Caffe caffemodel and a PyTorch port, a Gluon
+.params and its ONNX export, a timm and an mmcls checkpoint). Each is loaded through the toolkit's
+converters onto the reference ResNet; then the specs are compared field by field, every tensor
+(shape, max abs / relative difference, cosine; BatchNorm statistics apart from the affine
 parameters; eps per layer), the output of every module (stem, each block, head pool, fc; --layers
-fine for inside the blocks), paired by reference name, to find the first layer where the sides
-part, and the logits on the same images, each side with its own preprocessing.  Known porting bugs are tested as hypotheses: a cause is named only when undoing
-it brings the outputs together.
+fine for inside the blocks), paired by reference name, to find the first layer where the sides part,
+and the logits on the same images, each side with its own preprocessing. Known porting bugs are
+tested as hypotheses: a cause is named only when undoing it brings the outputs together.
 
 Cause keys: channel_order, bn_scale_factor, bn_eps, fix_gamma, stride_placement, pool_rounding,
 input_scale, mean_image, class_order, transposed_fc, missing_bias.
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--rtol must be positive, got {args.rtol}")
     if args.html:
         require_matplotlib()  # before minutes of work, not after
+        if not args.html.parent.is_dir():
+            raise InputError(f"{args.html}: --html needs an existing folder, {args.html.parent} is not one")
     a = load_side("A", args.a, _options(args, "a"))
     b = load_side("B", args.b, _options(args, "b"))
     if args.images:

@@ -354,3 +354,13 @@ def test_layer_rows_are_paired_by_name_not_position(tmp_path):
     assert result.layers.first_divergent is None
     assert all(row["rel_diff"] <= 1e-6 for row in result.layers.rows[1:])
     assert np.isclose(result.layers.rows[-1]["cosine"], 1.0)
+
+
+def test_html_into_a_missing_folder_exits_2_before_any_work(tmp_path, capsys):
+    spec = small_spec("resnet18")
+    a = save(tmp_path / "a.pth", spec, random_state_dict(spec, 9), torch_prep())
+    page = tmp_path / "nowhere" / "audit.html"
+    assert main([str(a), str(a), "--html", str(page)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(page) in err
+    assert not page.parent.exists()
