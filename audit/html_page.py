@@ -59,9 +59,7 @@ def layer_plot_svg(layers: LayerComparison) -> str:
     """Relative difference per layer, log scale, as an inline ``<svg>`` element."""
     require_matplotlib()
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state touched
 
     rows = layers.rows
     n = len(rows)
