@@ -22,10 +22,15 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 def test_gluon_params_and_its_onnx_export_are_equivalent(mxnet_fixtures, run_audit):  # noqa: F811
     folder = mxnet_fixtures / "gluon_resnet18_v2"  # V2: its input BatchNorm is the trap of the ONNX export
-    code, report = run_audit(folder / "model.params", folder / "model.onnx", "-n", "2")
+    code, report = run_audit(folder / "model.params", folder / "model.onnx", "-n", "2", "--layers", "fine")
     assert (code, report["verdict"], report["causes"]) == (0, "equivalent", [])
     assert report["top1_agreement"] == 1.0
     assert report["outputs"]["max_rel_logit_diff"] <= 1e-5
+    # both converted onto the reference names: every module pairs, none parts
+    assert report["first_divergent_layer"] is None
+    assert report["layer_summary"]["only_a"] == report["layer_summary"]["only_b"] == []
+    assert [row["name"] for row in report["layers"][:2]] == ["data_bn", "conv1"]
+    assert "final_bn" in {row["name"] for row in report["layers"]}
 
 
 def test_two_mxnet_formats_of_one_net_are_identical(mxnet_fixtures, run_audit):  # noqa: F811
