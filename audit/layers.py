@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from resnet_port.audit.inputs import InputSet
 from resnet_port.audit.sources import Side
+from resnet_port.errors import InputError
 from resnet_port.resnet_ref import build_model
 from resnet_port.resnet_ref.model import BasicBlock, Bottleneck
 
@@ -86,7 +87,7 @@ def traced_modules(model: nn.Module, mode: str) -> dict[str, nn.Module]:
     blocks (and, in "fine", their children) are listed.  A deep stem is listed as ``conv1``.
     """
     if mode not in LAYER_MODES:
-        raise ValueError(f"layer mode {mode!r}; expected one of {', '.join(LAYER_MODES)}")
+        raise InputError(f"layer mode {mode!r}: expected one of {', '.join(LAYER_MODES)}")
     selected: dict[str, nn.Module] = {}
     blocks = {name for name, m in model.named_modules() if isinstance(m, (BasicBlock, Bottleneck))}
     for name, module in model.named_modules():
@@ -193,6 +194,8 @@ def compare_layers(
     a: Side, b: Side, inputs: InputSet, mode: str = "blocks", rtol: float = 1e-4, progress: bool = False
 ) -> LayerComparison:
     """Run both sides on ``inputs`` and compare every traced module's output, paired by name."""
+    if mode not in LAYER_MODES:
+        raise InputError(f"layer mode {mode!r}: expected one of {', '.join(LAYER_MODES)}")
     result = LayerComparison(mode=mode, rtol=rtol)
     if mode == "none":
         result.reason = "not asked for (--layers none)"
