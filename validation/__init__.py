@@ -26,7 +26,8 @@ from resnet_port.validation.data import (
     scan_dataset,
 )
 from resnet_port.validation.decode import BadImageError, decode_image
-from resnet_port.validation.evaluate import compare_checkpoints, evaluate
+from resnet_port.validation.evaluate import evaluate
+from resnet_port.validation.parity import compare_checkpoints
 from resnet_port.validation.metrics import Tally, average_crop_probabilities, topk_hits
 from resnet_port.validation.published import PUBLISHED, PublishedResult, published_for
 from resnet_port.validation.sample import make_sample_dataset, run_sample_validation
