@@ -5,6 +5,8 @@ Examples::
     validate r50.pth --data /data/imagenet/val --crops 10 --json r50.json --compare-published
     validate resnet50-0676ba61.pth --preset torchvision --data /data/imagenet/val
     validate caffe_r50.pth --data /data/ILSVRC2012_val --labels /data/val.txt --limit 500 --shuffle-seed 0
+    validate r50.pth --data ILSVRC2012_img_val.tar --labels ILSVRC2012_validation_ground_truth.txt --devkit ILSVRC2012_devkit_t12.tar.gz
+    validate r50.pth --data ILSVRC/Data/CLS-LOC/val --labels LOC_val_solution.csv --classes LOC_synset_mapping.txt
     validate --parity ported.pth original.pth --data /data/some_images
     torchrun --nproc-per-node 4 -m resnet_port.validation.cli r50.pth --data /data/imagenet/val --device cuda
 """
@@ -23,8 +25,12 @@ published numbers. 1-crop: shorter side resized to 256 (torchvision's Resize on 
 crop. 10-crop: the four corners and the center plus their horizontal flips, softmax scores averaged.
 Preprocessing (channel order, 0-1 or 0-255, mean values or mean image, std, sizes, interpolation)
 comes from the checkpoint's metadata; plain torchvision/timm/mmcls state dicts need --preset.
-Data: ImageFolder (val/n01440764/*.JPEG; class i = i-th WordNet id in sorted order) or a flat folder
-with Caffe's val.txt ('ILSVRC2012_val_00000001.JPEG 65'). Exit codes: 0 done, 2 unusable input."""
+Data: ImageFolder (val/n01440764/*.JPEG; class i = i-th WordNet id in sorted order); a flat folder
+with Caffe's val.txt ('ILSVRC2012_val_00000001.JPEG 65'); the official val images with the devkit
+(--labels .../ILSVRC2012_validation_ground_truth.txt --devkit ILSVRC2012_devkit_t12[.tar.gz]: its
+IDs are mapped through data/meta.mat); Kaggle's (--data .../CLS-LOC/val --labels LOC_val_solution.csv
+--classes LOC_synset_mapping.txt); any of these as an uncompressed tar (--data ILSVRC2012_img_val.tar),
+read in place. Labels are mapped onto the checkpoint's class order. Exit codes: 0 done, 2 unusable input."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,11 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="validate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint to evaluate (.pth or .safetensors)")
-    parser.add_argument("--data", type=Path, required=True, help="image folder: ImageFolder layout, or flat with --labels")
-    parser.add_argument("--labels", type=Path, help="Caffe-style labels file (image path, class index per line): flat layout; "
+    parser.add_argument("--data", type=Path, required=True, help="image folder (ImageFolder layout, or flat with --labels), "
+                        "or an uncompressed tar of either (ILSVRC2012_img_val.tar), read in place")
+    parser.add_argument("--labels", type=Path, help="labels of a flat layout, format recognised: Caffe's val.txt ('<image> <index or WNID>'), "
+                        "the devkit's ILSVRC2012_validation_ground_truth.txt (with --devkit), Kaggle's LOC_val_solution.csv; "
                         "default: DATA/val.txt when DATA holds images and no class folders")
-    parser.add_argument("--classes", type=Path, help="class names in index order, one a line (synsets.txt, synset_words.txt): "
-                        "maps ImageFolder folders to indices by name (default: the checkpoint's classes, else sorted folders)")
+    parser.add_argument("--devkit", type=Path, help="ILSVRC2012_devkit_t12 folder or .tar.gz: its data/meta.mat maps the ground truth's "
+                        "ILSVRC2012_IDs to WordNet ids (default --labels: its own ground truth)")
+    parser.add_argument("--classes", type=Path, help="class names in index order, one a line (synsets.txt, synset_words.txt, "
+                        "LOC_synset_mapping.txt): maps ImageFolder folders and WordNet-id labels to indices by name "
+                        "(default: the checkpoint's classes, else sorted folders)")
     proto = parser.add_argument_group("protocol (defaults from the checkpoint's metadata)")
     proto.add_argument("--crops", type=int, choices=(1, 10), default=1, help="1 (center) or 10 (corners, center, flips); default 1")
     proto.add_argument("--resize", type=int, help="shorter side after resizing (default: metadata, usually 256)")
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("no checkpoint given (validate CHECKPOINT --data DIR, or --parity A B)")
     model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset)
     result = evaluate(
-        model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes,
+        model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes, devkit=args.devkit,
         resize=args.resize, crop=args.crop, interpolation=args.interpolation, batch_size=args.batch_size,
         workers=args.workers, device=args.device, channels_last=not args.no_channels_last, limit=args.limit,
         shuffle_seed=args.shuffle_seed, skip_bad=args.skip_bad, per_class=args.per_class,

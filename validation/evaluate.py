@@ -58,6 +58,7 @@ def evaluate(
     *,
     labels_file: str | Path | None = None,
     classes_file: str | Path | None = None,
+    devkit: str | Path | None = None,
     resize: int | None = None,
     crop: int | None = None,
     interpolation: str | None = None,
@@ -75,7 +76,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Top-1 / top-5 of ``model`` on the images in ``data_dir`` under the 1- or 10-crop protocol.
 
-    Preprocessing comes from ``metadata.preprocessing``; ``resize``, ``crop`` and ``interpolation``
+    Data: see `scan_dataset` (ImageFolder, or flat images with Caffe's val.txt, the devkit's ground
+    truth with ``devkit``, or Kaggle's CSV; a folder or an uncompressed tar).  Preprocessing comes
+    from ``metadata.preprocessing``; ``resize``, ``crop`` and ``interpolation``
     override its geometry.  Returns the JSON result (see the README's ``validate`` section); with
     ``predictions`` also writes one JSON line per image.  Under torch.distributed every rank returns
     the same totals and only rank 0 writes files.  The model is put in eval mode and moved to the
@@ -87,7 +90,9 @@ def evaluate(
         raise InputError(f"{predictions}: the folder {Path(predictions).parent} does not exist")
     num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(metadata.spec.num_classes)
     class_list = read_class_list(classes_file) if classes_file else metadata.classes
-    index = scan_dataset(data_dir, labels_file, class_list).subset(limit, shuffle_seed)
+    index = scan_dataset(
+        data_dir, labels_file, class_list, devkit=devkit, checkpoint_classes=metadata.classes
+    ).subset(limit, shuffle_seed)
     warnings = class_order_warnings(index, metadata, num_classes)
     batch_size = batch_size or default_batch_size(dev, crops)
 
@@ -131,6 +136,9 @@ def evaluate(
             "mean_image_shape": list(p.mean_image.shape) if p.mean_image is not None else None,
             "mean_image_mode": transform.mean_image_mode,
             "layout": index.layout,
+            "source": index.source,
+            "devkit": str(index.devkit) if index.devkit else None,
+            "labels_mapped_by_name": index.mapped_by_name,
             "data_dir": str(index.root),
             "labels_file": str(index.labels_file) if index.labels_file else None,
             "limit": limit,
