@@ -8,6 +8,8 @@ Examples::
     validate r50.pth --data ILSVRC2012_img_val.tar --labels ILSVRC2012_validation_ground_truth.txt --devkit ILSVRC2012_devkit_t12.tar.gz
     validate r50.pth --data ILSVRC/Data/CLS-LOC/val --labels LOC_val_solution.csv --classes LOC_synset_mapping.txt
     validate --parity ported.pth original.pth --data /data/some_images
+    validate timm_r50_a1.pth --preset timm --data /data/imagenet/val --protocol timm --crop 288 --crop-pct 1.0
+    validate mmcls_r50.pth --preset mmcls --data /data/imagenet/val --protocol mmcls
     torchrun --nproc-per-node 4 -m resnet_port.validation.cli r50.pth --data /data/imagenet/val --device cuda
 """
 
@@ -35,6 +37,7 @@ read in place. Labels are mapped onto the checkpoint's class order. Exit codes: 
 
 def build_parser() -> argparse.ArgumentParser:
     from resnet_port.checkpoints.presets import PRESET_FAMILIES
+    from resnet_port.validation.protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(
         prog="validate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("--resize", type=int, help="shorter side after resizing (default: metadata, usually 256)")
     proto.add_argument("--crop", type=int, help="crop size (default: metadata, usually 224)")
     proto.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"), help="resize filter (default: metadata)")
+    proto.add_argument("--protocol", choices=tuple(PROTOCOLS), help="a source's own eval geometry (recorded in the JSON): "
+                       "torchvision (256/224 Pillow bilinear), timm (crop_pct 0.95 Pillow bicubic), mmcls (256/224 OpenCV "
+                       "bilinear), gluon (256/224 OpenCV bilinear, truncated offsets), caffe (256/224 Pillow bilinear); "
+                       "default: the checkpoint's metadata with Pillow")
+    proto.add_argument("--crop-pct", type=float, help="resize = floor(crop / CROP_PCT), timm's rule (e.g. 0.875 -> 256 for 224)")
+    proto.add_argument("--resize-backend", choices=("pil", "cv2"), help="pil: Pillow, antialiased (torchvision, timm); "
+                       "cv2: OpenCV, not antialiased (mmcls backend='cv2', Gluon); default: the preset's, else pil")
     load = parser.add_argument_group("loading")
     load.add_argument("--arch", help="architecture of a plain state dict (default: inferred from names and shapes)")
     load.add_argument("--preset", choices=PRESET_FAMILIES, help="preprocessing family of a plain state dict without metadata (required for those)")
@@ -142,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset)
     result = evaluate(
         model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes, devkit=args.devkit,
-        resize=args.resize, crop=args.crop, interpolation=args.interpolation, batch_size=args.batch_size,
+        resize=args.resize, crop=args.crop, interpolation=args.interpolation, protocol=args.protocol,
+        crop_pct=args.crop_pct, resize_backend=args.resize_backend, batch_size=args.batch_size,
         workers=args.workers, device=args.device, channels_last=not args.no_channels_last, limit=args.limit,
         shuffle_seed=args.shuffle_seed, skip_bad=args.skip_bad, per_class=args.per_class,
         predictions=args.predictions, checkpoint=args.checkpoint, progress=not args.no_progress,

@@ -22,7 +22,8 @@ from resnet_port.validation.data import class_order_warnings, read_class_list, s
 from resnet_port.validation.decode import BadImageError
 from resnet_port.validation.loop import Batch, run_loop
 from resnet_port.validation.metrics import Tally, average_crop_probabilities
-from resnet_port.validation.parity import compare_checkpoints  # noqa: F401  (re-exported: its old home)
+from resnet_port.validation.parity import compare_checkpoints
+from resnet_port.validation.protocols import resolve_geometry  # noqa: F401  (re-exported: its old home)
 from resnet_port.validation.runtime import (  # noqa: F401  (default_* and versions re-exported)
     Shard,
     default_batch_size,
@@ -34,8 +35,14 @@ from resnet_port.validation.runtime import (  # noqa: F401  (default_* and versi
 )
 from resnet_port.validation.transforms import CropTransform, Normalizer
 
-RESIZE_IMPL = "pillow-resize (torchvision Resize(int) on PIL: shorter side, long side truncated, antialiased)"
-CROP_IMPL = "torchvision CenterCrop/TenCrop offsets (round half to even), crops as views"
+RESIZE_IMPL = {
+    "pil": "pillow-resize (torchvision Resize(int) on PIL: shorter side, long side truncated, antialiased)",
+    "cv2": "opencv-resize (cv2.resize as mmcv imresize / mx.image: shorter side, long side truncated, no antialiasing)",
+}
+CROP_IMPL = {
+    "round": "torchvision CenterCrop/TenCrop offsets (round half to even), crops as views",
+    "floor": "Gluon center_crop offsets (truncated), TenCrop corners, crops as views",
+}
 
 
 @dataclass
@@ -62,6 +69,9 @@ def evaluate(
     resize: int | None = None,
     crop: int | None = None,
     interpolation: str | None = None,
+    protocol: str | None = None,
+    crop_pct: float | None = None,
+    resize_backend: str | None = None,
     batch_size: int | None = None,
     workers: int | None = None,
     device: str | torch.device | None = "cpu",
@@ -85,7 +95,11 @@ def evaluate(
     device (and to channels_last) in place, as ``Module.to`` does.
     """
     dev = resolve_device(device)
-    transform = CropTransform(metadata.preprocessing, crops, resize, crop, interpolation)  # bad options first
+    geometry = resolve_geometry(
+        metadata.preprocessing, protocol, crop_pct=crop_pct, resize=resize, crop=crop, interpolation=interpolation,
+        backend=resize_backend,
+    )  # fmt: skip
+    transform = CropTransform(metadata.preprocessing, crops, **geometry.transform_options())  # bad options first
     if predictions is not None and not Path(predictions).parent.exists():
         raise InputError(f"{predictions}: the folder {Path(predictions).parent} does not exist")
     num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(metadata.spec.num_classes)
@@ -126,8 +140,9 @@ def evaluate(
             "resize": transform.resize,
             "crop": transform.crop,
             "interpolation": transform.interpolation,
-            "resize_impl": RESIZE_IMPL,
-            "crop_impl": CROP_IMPL,
+            **geometry.record(),
+            "resize_impl": RESIZE_IMPL[geometry.backend],
+            "crop_impl": CROP_IMPL[geometry.offsets],
             "averaging": "softmax probabilities averaged over crops",
             "channel_order": p.channel_order,
             "pixel_max": p.pixel_max,
