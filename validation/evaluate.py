@@ -39,6 +39,7 @@ RESIZE_IMPL = {
     "pil": "pillow-resize (torchvision Resize(int) on PIL: shorter side, long side truncated, antialiased)",
     "cv2": "opencv-resize (cv2.resize as mmcv imresize / mx.image: shorter side, long side truncated, no antialiasing)",
 }
+PRECISIONS = ("fp32", "bf16")
 CROP_IMPL = {
     "round": "torchvision CenterCrop/TenCrop offsets (round half to even), crops as views",
     "floor": "Gluon center_crop offsets (truncated), TenCrop corners, crops as views",
@@ -76,6 +77,7 @@ def evaluate(
     workers: int | None = None,
     device: str | torch.device | None = "cpu",
     channels_last: bool = True,
+    precision: str = "fp32",
     limit: int | None = None,
     shuffle_seed: int | None = None,
     skip_bad: bool = False,
@@ -89,12 +91,15 @@ def evaluate(
     Data: see `scan_dataset` (ImageFolder, or flat images with Caffe's val.txt, the devkit's ground
     truth with ``devkit``, or Kaggle's CSV; a folder or an uncompressed tar).  Preprocessing comes
     from ``metadata.preprocessing``; ``resize``, ``crop`` and ``interpolation``
-    override its geometry.  Returns the JSON result (see the README's ``validate`` section); with
+    override its geometry.  ``precision="bf16"`` runs the model under bfloat16 autocast (CPU or
+    GPU); fp32 stays the reference.  Returns the JSON result (see the README's ``validate`` section); with
     ``predictions`` also writes one JSON line per image.  Under torch.distributed every rank returns
     the same totals and only rank 0 writes files.  The model is put in eval mode and moved to the
     device (and to channels_last) in place, as ``Module.to`` does.
     """
     dev = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     geometry = resolve_geometry(
         metadata.preprocessing, protocol, crop_pct=crop_pct, resize=resize, crop=crop, interpolation=interpolation,
         backend=resize_backend,
@@ -118,7 +123,7 @@ def evaluate(
         run = _run_shard(
             prepare_model(model, dev, channels_last), transform, Normalizer(metadata.preprocessing, dev),
             shard.take(index.samples), shard, dev, num_classes, batch_size, workers, channels_last, skip_bad,
-            keep_records=predictions is not None, progress=progress and shard.rank == 0,
+            keep_records=predictions is not None, progress=progress and shard.rank == 0, precision=precision,
         )  # fmt: skip
         # One exchange: counts, per-image records, skipped files, times and failures of every rank.
         gathered = shard.gather(run)
@@ -172,6 +177,7 @@ def evaluate(
         "batch_size": batch_size,
         "workers": workers,
         "channels_last": channels_last,
+        "precision": precision,
         "warnings": warnings,
     }
     if per_class:
@@ -195,13 +201,17 @@ def _run_shard(
     skip_bad: bool,
     keep_records: bool,
     progress: bool,
+    precision: str = "fp32",
 ) -> ShardRun:
     crops = transform.crops
     tally = Tally(num_classes)
     records: list[dict[str, Any]] = []
 
     def consume(batch: Batch, inputs: list[torch.Tensor]) -> None:
-        probs = average_crop_probabilities(model(inputs[0]), crops)
+        # bf16: the model's matmuls and convolutions under autocast; softmax and averaging in float32.
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(inputs[0])
+        probs = average_crop_probabilities(logits, crops)
         hits = tally.add(probs, batch.labels)
         if keep_records:
             records.extend(_records(probs, batch, hits, samples, shard))
