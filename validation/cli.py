@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, workers=args.workers, device=args.device, limit=args.limit,
             shuffle_seed=args.shuffle_seed, skip_bad=args.skip_bad, progress=not args.no_progress,
         )  # fmt: skip
+        if result.get("rank", 0) != 0:  # under torchrun, rank 0 alone reports
+            return 0
         result["checkpoints"] = [str(p) for p in args.parity]
         print(
             f"parity of {args.parity[0]} and {args.parity[1]} on {result['images']} images: top-1 agreement "

@@ -22,8 +22,8 @@ from resnet_port.validation.data import class_order_warnings, read_class_list, s
 from resnet_port.validation.decode import BadImageError
 from resnet_port.validation.loop import Batch, run_loop
 from resnet_port.validation.metrics import Tally, average_crop_probabilities
-from resnet_port.validation.parity import compare_checkpoints
-from resnet_port.validation.protocols import resolve_geometry  # noqa: F401  (re-exported: its old home)
+from resnet_port.validation.parity import compare_checkpoints  # noqa: F401  (re-exported: its old home)
+from resnet_port.validation.protocols import resolve_geometry
 from resnet_port.validation.runtime import (  # noqa: F401  (default_* and versions re-exported)
     Shard,
     default_batch_size,
@@ -39,11 +39,12 @@ RESIZE_IMPL = {
     "pil": "pillow-resize (torchvision Resize(int) on PIL: shorter side, long side truncated, antialiased)",
     "cv2": "opencv-resize (cv2.resize as mmcv imresize / mx.image: shorter side, long side truncated, no antialiasing)",
 }
-PRECISIONS = ("fp32", "bf16")
 CROP_IMPL = {
     "round": "torchvision CenterCrop/TenCrop offsets (round half to even), crops as views",
     "floor": "Gluon center_crop offsets (truncated), TenCrop corners, crops as views",
 }
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass

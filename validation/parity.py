@@ -123,6 +123,7 @@ def compare_checkpoints(
         "skipped": sorted(path for _, r in gathered for path in r.skipped),
         "images_per_s": total.images / (time.perf_counter() - start),
         "processes": shard.world,
+        "rank": shard.rank,
         "versions": versions(),
     }
 
