@@ -175,7 +175,7 @@ def _scan_tar_imagefolder(tar: TarSource, classes: Sequence[str] | None) -> Data
         raise DatasetError(f"{tar.path}: a tar{hint} (expected class folders, or flat images with a labels file)")
     label_of, names = _folder_labels(tar.path, folders, classes)
     samples = [
-        Sample(tar.path / name, label_of[name.split("/", 1)[0]], member)
+        Sample(tar.display(name), label_of[name.split("/", 1)[0]], member)
         for name, member in tar.members.items()
         if "/" in name
     ]
@@ -202,7 +202,7 @@ class _Finder:
     def _exact(self, name: str) -> Sample | None:
         if self.tar is not None:
             member = self.tar.members.get(name)
-            return Sample(self.tar.path / name, 0, member) if member is not None else None
+            return Sample(self.tar.display(name), 0, member) if member is not None else None
         path = self.root / name
         return Sample(path, 0) if path.is_file() else None
 

@@ -11,6 +11,7 @@ A compressed tar cannot be read at an offset and is refused with a clear error.
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -61,6 +62,11 @@ class TarSource:
 
     path: Path
     members: dict[str, Member] = field(default_factory=dict)
+    prefix: str = ""  # a wrapper folder every member sat in (``ILSVRC2012_img_val/``), taken off the names
+
+    def display(self, name: str) -> Path:
+        """How a member is named in messages and predictions: the tar's path and its full member name."""
+        return self.path / (self.prefix + name)
 
     @classmethod
     def open(cls, path: str | Path) -> "TarSource":
@@ -81,7 +87,8 @@ class TarSource:
             raise DatasetError(f"{path}: not a readable uncompressed tar, or a truncated one ({exc})") from exc
         except OSError as exc:
             raise DatasetError(f"{path}: cannot read the tar ({exc})") from exc
-        return cls(path, dict(sorted(members.items())))
+        members, prefix = _strip_wrapper(members)
+        return cls(path, dict(sorted(members.items())), prefix)
 
     def top_level(self) -> list[str]:
         return [name for name in self.members if "/" not in name]
@@ -97,6 +104,24 @@ def _compression(path: Path) -> str | None:
     with open(path, "rb") as handle:
         head = handle.read(6)
     return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _strip_wrapper(members: dict[str, Member]) -> tuple[dict[str, Member], str]:
+    """A tar made of one folder (``tar cf val.tar ILSVRC2012_img_val/`` or ``val/n01440764/...``) reads
+    as that folder: the single top folder every member sits in is taken off, unless it is a WordNet
+    id, i.e. the one class folder of an ImageFolder tar."""
+    prefix = ""
+    while members and all("/" in name for name in members):
+        top = {name.split("/", 1)[0] for name in members}
+        if len(top) != 1 or _WNID.match(next(iter(top))):
+            break
+        head = next(iter(top)) + "/"
+        prefix += head
+        members = {name[len(head) :]: m for name, m in members.items()}
+    return members, prefix
+
+
+_WNID = re.compile(r"^n\d{8}$")
 
 
 def _clean(name: str) -> str:

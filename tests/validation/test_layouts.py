@@ -264,6 +264,20 @@ def test_imagefolder_tar(imagefolder, tmp_path):
     assert sorted((s.path.name, s.label) for s in index.samples) == sorted((n, classes.index(f)) for f, n, *_ in FOLDER_FILES)
 
 
+@pytest.mark.parametrize("wrapper", ["ILSVRC2012_img_val/", "./data/val/"])
+def test_tar_of_one_wrapper_folder_reads_as_that_folder(official, imagefolder, tmp_path, wrapper):
+    flat = write_tar(tmp_path / "flat.tar", {wrapper + p.name: p for p in sorted(official["root"].iterdir())})
+    index = scan_dataset(flat, official["truth"], devkit=official["kit"])
+    assert sorted(s.path.name for s in index.samples) == sorted(p.name for p in official["root"].iterdir())
+    assert all(str(s.path).startswith(str(flat.resolve() / wrapper.strip("./"))) for s in index.samples)
+    nested = write_tar(tmp_path / "nested.tar", {f"{wrapper}{f}/{n}": imagefolder / f / n for f, n, *_ in FOLDER_FILES})
+    index = scan_dataset(nested)
+    assert index.layout == "imagefolder" and index.folders == sorted({f for f, *_ in FOLDER_FILES})
+    # One class folder alone stays a class folder (a WordNet id is never taken for a wrapper).
+    single = write_tar(tmp_path / "single.tar", {f"n02123045/{n}": imagefolder / f / n for f, n, *_ in FOLDER_FILES if f == "n02123045"})
+    assert scan_dataset(single).folders == ["n02123045"]
+
+
 def test_compressed_or_flat_tar_without_labels_is_an_error(official, val_tar, tmp_path, ckpt, capsys):
     gz = write_tar(tmp_path / "val.tar.gz", {p.name: p for p in sorted(official["root"].iterdir())}, "gz")
     assert main([str(ckpt), "--data", str(gz), "--labels", str(official["truth"]), "--devkit", str(official["kit"]), *FAST]) == 2
