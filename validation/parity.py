@@ -22,6 +22,7 @@ from resnet_port.validation.decode import BadImageError
 from resnet_port.validation.loop import Batch, LoopRun, run_loop
 from resnet_port.validation.metrics import average_crop_probabilities
 from resnet_port.validation.runtime import default_batch_size, default_workers, prepare_model, resolve_device, sharded, versions
+from resnet_port.validation.sources import TarSource
 from resnet_port.validation.transforms import CropTransform, Normalizer
 
 
@@ -135,12 +136,20 @@ def _order_of(index: DatasetIndex):
 
 
 def _unlabelled_or_scan(data_dir: str | Path, labels_file: str | Path | None) -> DatasetIndex:
-    """Parity needs no labels: a folder of bare images is read with label 0 for each."""
+    """Parity needs no labels: a folder (or uncompressed tar) of bare images is read with label 0 for each."""
     try:
         return scan_dataset(data_dir, labels_file)
     except DatasetError:
         root = Path(data_dir)
-        if not root.is_dir() or labels_file is not None:
+        if labels_file is not None:
+            raise
+        if root.is_file():  # a flat tar of bare images, read in place
+            tar = TarSource.open(root)
+            samples = [Sample(tar.display(name), 0, tar.members[name]) for name in tar.top_level()]
+            if not samples:
+                raise
+            return DatasetIndex(tar.path, "flat", samples, source="tar")
+        if not root.is_dir():
             raise
         files = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p.name))
         if not files:

@@ -311,3 +311,12 @@ def test_meta_mat_round_trip_is_the_devkit_structure(tmp_path):
     raw = scipy.io.loadmat(tmp_path / "meta.mat")["synsets"]
     assert raw.shape == (N + 2, 1) and raw.dtype.names[:2] == ("ILSVRC2012_ID", "WNID")
     assert io.BytesIO((tmp_path / "meta.mat").read_bytes()).read(10).startswith(b"MATLAB")
+
+
+def test_parity_on_a_flat_tar_without_labels(official, val_tar):
+    from resnet_port.validation import compare_checkpoints
+
+    a = compare_checkpoints(tiny_model(0, N), tiny_metadata(N), tiny_model(1, N), tiny_metadata(N), val_tar, workers=1, progress=False)
+    b = compare_checkpoints(tiny_model(0, N), tiny_metadata(N), tiny_model(1, N), tiny_metadata(N), official["root"], workers=0, progress=False)
+    assert a["images"] == b["images"] == len(FOLDER_FILES)
+    assert a["top1_agreement"] == b["top1_agreement"] and a["max_abs_logit_diff"] == pytest.approx(b["max_abs_logit_diff"], rel=1e-6)
