@@ -320,3 +320,18 @@ def test_parity_on_a_flat_tar_without_labels(official, val_tar):
     b = compare_checkpoints(tiny_model(0, N), tiny_metadata(N), tiny_model(1, N), tiny_metadata(N), official["root"], workers=0, progress=False)
     assert a["images"] == b["images"] == len(FOLDER_FILES)
     assert a["top1_agreement"] == b["top1_agreement"] and a["max_abs_logit_diff"] == pytest.approx(b["max_abs_logit_diff"], rel=1e-6)
+
+
+def test_wordnet_id_labels_need_a_class_order(kaggle, ckpt, capsys):
+    """Kaggle's CSV without --classes, on a checkpoint without classes: no order to map onto."""
+    assert main([str(ckpt), "--data", str(kaggle["val"]), "--labels", str(kaggle["solution"]), *FAST]) == 2
+    line = one_error_line(capsys)
+    assert f"{kaggle['solution']}:2:" in line and "--classes" in line
+
+
+def test_caffe_val_txt_with_wordnet_ids(official, kaggle, ckpt, tmp_path):
+    labels = tmp_path / "val.txt"
+    labels.write_text("".join(f"ILSVRC2012_val_{i:08d}.JPEG {w}\n" for i, w in enumerate(official["wnids"], 1)))
+    index = scan_dataset(official["root"], labels, classes=[line.split()[0] for line in kaggle["mapping"].read_text().splitlines()])
+    assert index.layout == "flat" and index.mapped_by_name
+    assert [s.label for s in index.samples] == [LEAVES.index(w) for w in official["wnids"]]
