@@ -5,7 +5,11 @@ Examples::
     validate r50.pth --data /data/imagenet/val --crops 10 --json r50.json --compare-published
     validate resnet50-0676ba61.pth --preset torchvision --data /data/imagenet/val
     validate caffe_r50.pth --data /data/ILSVRC2012_val --labels /data/val.txt --limit 500 --shuffle-seed 0
+    validate r50.pth --data ILSVRC2012_img_val.tar --labels ILSVRC2012_validation_ground_truth.txt --devkit ILSVRC2012_devkit_t12.tar.gz
+    validate r50.pth --data ILSVRC/Data/CLS-LOC/val --labels LOC_val_solution.csv --classes LOC_synset_mapping.txt
     validate --parity ported.pth original.pth --data /data/some_images
+    validate timm_r50_a1.pth --preset timm --data /data/imagenet/val --protocol timm --crop 288 --crop-pct 1.0
+    validate mmcls_r50.pth --preset mmcls --data /data/imagenet/val --protocol mmcls
     torchrun --nproc-per-node 4 -m resnet_port.validation.cli r50.pth --data /data/imagenet/val --device cuda
 """
 
@@ -23,27 +27,44 @@ published numbers. 1-crop: shorter side resized to 256 (torchvision's Resize on 
 crop. 10-crop: the four corners and the center plus their horizontal flips, softmax scores averaged.
 Preprocessing (channel order, 0-1 or 0-255, mean values or mean image, std, sizes, interpolation)
 comes from the checkpoint's metadata; plain torchvision/timm/mmcls state dicts need --preset.
-Data: ImageFolder (val/n01440764/*.JPEG; class i = i-th WordNet id in sorted order) or a flat folder
-with Caffe's val.txt ('ILSVRC2012_val_00000001.JPEG 65'). Exit codes: 0 done, 2 unusable input."""
+Data: ImageFolder (val/n01440764/*.JPEG; class i = i-th WordNet id in sorted order); a flat folder
+with Caffe's val.txt ('ILSVRC2012_val_00000001.JPEG 65'); the official val images with the devkit
+(--labels .../ILSVRC2012_validation_ground_truth.txt --devkit ILSVRC2012_devkit_t12[.tar.gz]: its
+IDs are mapped through data/meta.mat); Kaggle's (--data .../CLS-LOC/val --labels LOC_val_solution.csv
+--classes LOC_synset_mapping.txt); any of these as an uncompressed tar (--data ILSVRC2012_img_val.tar),
+read in place. Labels are mapped onto the checkpoint's class order. Exit codes: 0 done, 2 unusable input."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     from resnet_port.checkpoints.presets import PRESET_FAMILIES
+    from resnet_port.validation.protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(
         prog="validate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint to evaluate (.pth or .safetensors)")
-    parser.add_argument("--data", type=Path, required=True, help="image folder: ImageFolder layout, or flat with --labels")
-    parser.add_argument("--labels", type=Path, help="Caffe-style labels file (image path, class index per line): flat layout; "
+    parser.add_argument("--data", type=Path, required=True, help="image folder (ImageFolder layout, or flat with --labels), "
+                        "or an uncompressed tar of either (ILSVRC2012_img_val.tar), read in place")
+    parser.add_argument("--labels", type=Path, help="labels of a flat layout, format recognised: Caffe's val.txt ('<image> <index or WNID>'), "
+                        "the devkit's ILSVRC2012_validation_ground_truth.txt (with --devkit), Kaggle's LOC_val_solution.csv; "
                         "default: DATA/val.txt when DATA holds images and no class folders")
-    parser.add_argument("--classes", type=Path, help="class names in index order, one a line (synsets.txt, synset_words.txt): "
-                        "maps ImageFolder folders to indices by name (default: the checkpoint's classes, else sorted folders)")
+    parser.add_argument("--devkit", type=Path, help="ILSVRC2012_devkit_t12 folder or .tar.gz: its data/meta.mat maps the ground truth's "
+                        "ILSVRC2012_IDs to WordNet ids (default --labels: its own ground truth)")
+    parser.add_argument("--classes", type=Path, help="class names in index order, one a line (synsets.txt, synset_words.txt, "
+                        "LOC_synset_mapping.txt): maps ImageFolder folders and WordNet-id labels to indices by name "
+                        "(default: the checkpoint's classes, else sorted folders)")
     proto = parser.add_argument_group("protocol (defaults from the checkpoint's metadata)")
     proto.add_argument("--crops", type=int, choices=(1, 10), default=1, help="1 (center) or 10 (corners, center, flips); default 1")
     proto.add_argument("--resize", type=int, help="shorter side after resizing (default: metadata, usually 256)")
     proto.add_argument("--crop", type=int, help="crop size (default: metadata, usually 224)")
     proto.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"), help="resize filter (default: metadata)")
+    proto.add_argument("--protocol", choices=tuple(PROTOCOLS), help="a source's own eval geometry (recorded in the JSON): "
+                       "torchvision (256/224 Pillow bilinear), timm (crop_pct 0.95 Pillow bicubic), mmcls (256/224 OpenCV "
+                       "bilinear), gluon (256/224 OpenCV bilinear, truncated offsets), caffe (256/224 Pillow bilinear); "
+                       "default: the checkpoint's metadata with Pillow")
+    proto.add_argument("--crop-pct", type=float, help="resize = floor(crop / CROP_PCT), timm's rule (e.g. 0.875 -> 256 for 224)")
+    proto.add_argument("--resize-backend", choices=("pil", "cv2"), help="pil: Pillow, antialiased (torchvision, timm); "
+                       "cv2: OpenCV, not antialiased (mmcls backend='cv2', Gluon); default: the preset's, else pil")
     load = parser.add_argument_group("loading")
     load.add_argument("--arch", help="architecture of a plain state dict (default: inferred from names and shapes)")
     load.add_argument("--preset", choices=PRESET_FAMILIES, help="preprocessing family of a plain state dict without metadata (required for those)")
@@ -51,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     run.add_argument("--batch-size", type=int, help="images per batch (default: ~8 crops a batch on CPU, ~256 on GPU)")
     run.add_argument("--workers", type=int, help="DataLoader worker processes decoding images (default: by device and cores)")
+    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="fp32 (default, the reference) or bf16 "
+                     "autocast for the model (faster on recent CPUs and GPUs; check its top-1 agreement with fp32 first)")
     run.add_argument("--no-channels-last", action="store_true", help="feed NCHW-contiguous tensors instead of channels_last")
     run.add_argument("--limit", type=int, help="evaluate only the first N images (after --shuffle-seed)")
     run.add_argument("--shuffle-seed", type=int, help="shuffle the image list with this seed before --limit")
@@ -116,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, workers=args.workers, device=args.device, limit=args.limit,
             shuffle_seed=args.shuffle_seed, skip_bad=args.skip_bad, progress=not args.no_progress,
         )  # fmt: skip
+        if result.get("rank", 0) != 0:  # under torchrun, rank 0 alone reports
+            return 0
         result["checkpoints"] = [str(p) for p in args.parity]
         print(
             f"parity of {args.parity[0]} and {args.parity[1]} on {result['images']} images: top-1 agreement "
@@ -130,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("no checkpoint given (validate CHECKPOINT --data DIR, or --parity A B)")
     model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset)
     result = evaluate(
-        model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes,
-        resize=args.resize, crop=args.crop, interpolation=args.interpolation, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, channels_last=not args.no_channels_last, limit=args.limit,
+        model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes, devkit=args.devkit,
+        resize=args.resize, crop=args.crop, interpolation=args.interpolation, protocol=args.protocol,
+        crop_pct=args.crop_pct, resize_backend=args.resize_backend, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, channels_last=not args.no_channels_last, precision=args.precision,
+        limit=args.limit,
         shuffle_seed=args.shuffle_seed, skip_bad=args.skip_bad, per_class=args.per_class,
         predictions=args.predictions, checkpoint=args.checkpoint, progress=not args.no_progress,
     )  # fmt: skip

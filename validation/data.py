@@ -1,9 +1,13 @@
-"""Finding the images and their labels: ImageNet's ImageFolder layout and Caffe's flat ``val.txt``.
+"""Finding the images and their labels: ImageNet's ImageFolder layout, and flat folders of images
+with a labels file (Caffe's ``val.txt``, the ILSVRC2012 devkit's ground truth, Kaggle's
+``LOC_val_solution.csv``: `validation.labels`), in a folder or in an uncompressed tar read in place
+(`validation.sources`).
 
 Class indices follow the sorted-WordNet-id order that Caffe, torchvision, Gluon and the ONNX zoo
 all use: in the ImageFolder layout the i-th class folder in sorted order is class i, unless a class
 list (``--classes FILE``, or the checkpoint's own ``classes``) maps folder names to indices.  In the
-flat layout the labels file states the index of each image.  `class_order_warnings` says when the
+flat layout the labels file states the index of each image, or its WordNet id (or the devkit's
+ILSVRC2012_ID), mapped by name onto the checkpoint's classes.  `class_order_warnings` says when the
 checkpoint's class order and the dataset's may differ, since that silently zeroes the accuracy.
 
 The `ImageDataset` here is the one door through which images reach a model, for evaluation and for
@@ -24,24 +28,21 @@ import torch
 from torch.utils.data import Dataset
 
 from resnet_port.checkpoints import IMAGENET_CLASS_ORDER, CheckpointMetadata, Preprocessing
-from resnet_port.errors import InputError
 from resnet_port.validation.decode import BadImageError, decode_image
+from resnet_port.validation.devkit import Devkit, ground_truth_file, read_devkit
+from resnet_port.validation.labels import read_labels
+from resnet_port.validation.sources import IMAGE_EXTENSIONS, DatasetError, Member, TarSource, is_image_file, read_member  # noqa: F401
 from resnet_port.validation.transforms import CropSet, CropTransform, Normalizer
 
-# torchvision's IMG_EXTENSIONS, compared case-insensitively (ImageNet's files end in .JPEG).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LABELS_FILE_NAMES = ("val.txt", "labels.txt")
 _WNID = re.compile(r"^n\d{8}$")
 
 
-class DatasetError(InputError):
-    """The data folder or labels file cannot be used."""
-
-
 @dataclass(frozen=True)
 class Sample:
-    path: Path
+    path: Path  # the file, or (for a tar member) the tar's path joined with the member's name
     label: int
+    member: Member | None = None  # where its bytes lie when it is read from a tar in place
 
 
 @dataclass
@@ -49,11 +50,14 @@ class DatasetIndex:
     """The images to evaluate, their labels, and what is known of the class names."""
 
     root: Path
-    layout: str  # "imagefolder" or "flat"
+    layout: str  # "imagefolder", "flat" (Caffe's val.txt), "devkit" or "kaggle"
     samples: list[Sample]
     classes: list[str] | None = None  # name of each class index, where known
     labels_file: Path | None = None
     folders: list[str] | None = None  # ImageFolder: the class folders found, sorted
+    source: str = "folder"  # or "tar": an uncompressed tar read in place
+    mapped_by_name: bool = False  # labels were WordNet ids, mapped onto `classes` by name
+    devkit: Path | None = None
 
     def subset(self, limit: int | None = None, shuffle_seed: int | None = None) -> "DatasetIndex":
         """A shuffled (seeded, reproducible) and/or truncated copy, for quick runs."""
@@ -65,10 +69,6 @@ class DatasetIndex:
                 raise DatasetError(f"--limit must be positive, got {limit}")
             samples = samples[:limit]
         return replace(self, samples=samples)
-
-
-def is_image_file(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_class_list(path: str | Path) -> list[str]:
@@ -88,27 +88,66 @@ def read_class_list(path: str | Path) -> list[str]:
 
 
 def scan_dataset(
-    data_dir: str | Path, labels_file: str | Path | None = None, classes: Sequence[str] | None = None
+    data_dir: str | Path,
+    labels_file: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    *,
+    devkit: str | Path | None = None,
+    checkpoint_classes: Sequence[str] | None = None,
 ) -> DatasetIndex:
-    """Index a data folder.  ``labels_file`` selects the flat layout; without it a folder whose
-    images sit directly inside next to a ``val.txt`` is read as flat, and anything else as
-    ImageFolder.  ``classes`` (names in index order) maps ImageFolder folders to indices by name."""
+    """Index a data folder, or an uncompressed tar of images (read in place).
+
+    ``labels_file`` selects the flat layout (its format is recognised: `validation.labels`); without
+    it a folder whose images sit directly inside next to a ``val.txt`` is read as flat, with
+    ``devkit`` alone the devkit's own ground truth is used, and anything else is ImageFolder.
+    ``classes`` (names in index order) maps ImageFolder folders to indices by name; WordNet-id labels
+    are mapped onto ``checkpoint_classes`` when given, else onto ``classes``, else onto the devkit's.
+    """
     root = Path(data_dir)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such data folder")
-    if labels_file is None:
+    tar = None
+    if root.is_file():
+        tar = TarSource.open(root)
+    elif not root.is_dir():
+        raise DatasetError(f"{root}: no such data folder (or tar)")
+    kit = read_devkit(devkit) if devkit is not None else None
+    labels_text = None
+    if labels_file is None and kit is not None:
+        found = ground_truth_file(devkit)
+        if found is None:
+            raise DatasetError(f"{devkit}: holds no validation ground truth: pass --labels ILSVRC2012_validation_ground_truth.txt")
+        data, where = found
+        labels_file, labels_text = Path(where), data.decode("utf-8", errors="replace")
+    if labels_file is None and tar is None:
         entries = list(os.scandir(root))
         has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in entries)
-        found = [root / n for n in LABELS_FILE_NAMES if (root / n).is_file()]
-        if not has_dirs and found:
-            labels_file = found[0]
+        found_files = [root / n for n in LABELS_FILE_NAMES if (root / n).is_file()]
+        if not has_dirs and found_files:
+            labels_file = found_files[0]
     if labels_file is not None:
-        index = _scan_flat(root, Path(labels_file), classes)
+        index = _scan_flat(root, tar, Path(labels_file), labels_text, classes, checkpoint_classes, kit)
+    elif tar is not None:
+        index = _scan_tar_imagefolder(tar, classes)
     else:
         index = _scan_imagefolder(root, classes)
     if not index.samples:
         raise DatasetError(f"{root}: no images found (expected class folders of images, or images and a val.txt)")
+    if kit is not None:
+        index.devkit = kit.source
     return index
+
+
+def _folder_labels(root: Path, folders: list[str], classes: Sequence[str] | None) -> tuple[dict[str, int], list[str]]:
+    """Class folder -> index: by name in ``classes`` when given, else by sorted position."""
+    if classes is None:
+        return {name: i for i, name in enumerate(folders)}, folders
+    position = {name: i for i, name in enumerate(classes)}
+    unknown = [f for f in folders if f not in position]
+    if unknown:
+        raise DatasetError(
+            f"{root}: class folder(s) {', '.join(unknown[:5])} are not in the class list "
+            f"({len(classes)} classes, starting {', '.join(list(classes)[:3])})"
+        )
+    return position, list(classes)
 
 
 def _scan_imagefolder(root: Path, classes: Sequence[str] | None) -> DatasetIndex:
@@ -117,19 +156,7 @@ def _scan_imagefolder(root: Path, classes: Sequence[str] | None) -> DatasetIndex
         images = [e.name for e in os.scandir(root) if e.is_file() and is_image_file(e.name)]
         hint = " (images found directly inside: pass --labels FILE for the flat layout)" if images else ""
         raise DatasetError(f"{root}: no class folders found{hint}")
-    if classes is not None:
-        position = {name: i for i, name in enumerate(classes)}
-        unknown = [f for f in folders if f not in position]
-        if unknown:
-            raise DatasetError(
-                f"{root}: class folder(s) {', '.join(unknown[:5])} are not in the class list "
-                f"({len(classes)} classes, starting {', '.join(list(classes)[:3])})"
-            )
-        label_of = position
-        names = list(classes)
-    else:
-        label_of = {name: i for i, name in enumerate(folders)}
-        names = folders
+    label_of, names = _folder_labels(root, folders, classes)
     samples = []
     for folder in folders:
         for dirpath, dirnames, filenames in os.walk(root / folder, followlinks=True):
@@ -140,35 +167,85 @@ def _scan_imagefolder(root: Path, classes: Sequence[str] | None) -> DatasetIndex
     return DatasetIndex(root, "imagefolder", samples, names, folders=folders)
 
 
-def _scan_flat(root: Path, labels_file: Path, classes: Sequence[str] | None) -> DatasetIndex:
-    """Caffe's ``val.txt``: ``ILSVRC2012_val_00000001.JPEG 65`` per line, paths relative to ``root``."""
-    if not labels_file.is_file():
-        raise DatasetError(f"{labels_file}: no such labels file")
-    try:
-        lines = labels_file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{labels_file}: cannot read the labels file ({exc})") from exc
+def _scan_tar_imagefolder(tar: TarSource, classes: Sequence[str] | None) -> DatasetIndex:
+    """ImageFolder inside a tar: ``n01440764/x.JPEG`` members, the first folder naming the class."""
+    folders = tar.folders()
+    if not folders:
+        hint = " of flat images: pass --labels FILE" if tar.top_level() else " without images"
+        raise DatasetError(f"{tar.path}: a tar{hint} (expected class folders, or flat images with a labels file)")
+    label_of, names = _folder_labels(tar.path, folders, classes)
+    samples = [
+        Sample(tar.display(name), label_of[name.split("/", 1)[0]], member)
+        for name, member in tar.members.items()
+        if "/" in name
+    ]
+    return DatasetIndex(tar.path, "imagefolder", samples, names, folders=folders, source="tar")
+
+
+class _Finder:
+    """Image names of a labels file -> files: exact relative paths, or (Kaggle's ImageId) the name
+    without its extension."""
+
+    def __init__(self, root: Path, tar: TarSource | None) -> None:
+        self.root, self.tar = root, tar
+        self._stems: dict[str, str] | None = None
+
+    def find(self, name: str) -> Sample | None:
+        name = name.strip()
+        name = name[2:] if name.startswith("./") else name
+        hit = self._exact(name)
+        if hit is None and not name.lower().endswith(IMAGE_EXTENSIONS):
+            stem = self._stem_map().get(name)
+            hit = self._exact(stem) if stem is not None else None
+        return hit
+
+    def _exact(self, name: str) -> Sample | None:
+        if self.tar is not None:
+            member = self.tar.members.get(name)
+            return Sample(self.tar.display(name), 0, member) if member is not None else None
+        path = self.root / name
+        return Sample(path, 0) if path.is_file() else None
+
+    def _stem_map(self) -> dict[str, str]:
+        if self._stems is None:
+            if self.tar is not None:
+                names = self.tar.top_level()
+            else:
+                names = [e.name for e in os.scandir(self.root) if e.is_file() and is_image_file(e.name)]
+            self._stems = {}
+            for name in sorted(names):
+                self._stems.setdefault(name.rsplit(".", 1)[0], name)
+        return self._stems
+
+
+def _scan_flat(
+    root: Path,
+    tar: TarSource | None,
+    labels_file: Path,
+    labels_text: str | None,
+    classes: Sequence[str] | None,
+    checkpoint_classes: Sequence[str] | None,
+    devkit: Devkit | None,
+) -> DatasetIndex:
+    """A labels file naming images relative to ``root`` (or to the tar's top)."""
+    labels = read_labels(labels_file, text=labels_text, checkpoint_classes=checkpoint_classes, classes=classes, devkit=devkit)
+    finder = _Finder(root, tar)
     samples, missing = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    for entry in labels.entries:
+        found = finder.find(entry.image)
+        if found is None:
+            missing.append(f"{entry.image} (line {entry.line})")
             continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DatasetError(f"{labels_file}:{number}: expected '<image path> <class index>', got {line.strip()!r}")
-        name, label = parts[0].strip(), int(parts[1])
-        if label < 0:
-            raise DatasetError(f"{labels_file}:{number}: class index {label} is negative")
-        path = root / name
-        if not path.is_file():
-            missing.append(f"{name} (line {number})")
-            continue
-        samples.append(Sample(path, label))
+        samples.append(replace(found, label=entry.label))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DatasetError(f"{labels_file}: names images missing from {root}: {', '.join(missing[:5])}{more}")
-    if not samples:
-        raise DatasetError(f"{labels_file}: lists no images")
-    return DatasetIndex(root, "flat", samples, list(classes) if classes is not None else None, labels_file=labels_file)
+    layout = "flat" if labels.format == "caffe" else labels.format
+    names = labels.classes if labels.mapped_by_name else (list(classes) if classes is not None else None)
+    return DatasetIndex(
+        root, layout, samples, names, labels_file=labels_file, source="tar" if tar is not None else "folder",
+        mapped_by_name=labels.mapped_by_name,
+    )  # fmt: skip
 
 
 def class_order_warnings(index: DatasetIndex, metadata: CheckpointMetadata, num_classes: int) -> list[str]:
@@ -179,7 +256,8 @@ def class_order_warnings(index: DatasetIndex, metadata: CheckpointMetadata, num_
     if top >= num_classes:
         where = index.labels_file or index.root
         raise DatasetError(f"{where}: class index {top} is out of range for a model with {num_classes} outputs")
-    if metadata.class_order != IMAGENET_CLASS_ORDER:
+    by_name = index.mapped_by_name and metadata.classes is not None and index.classes == list(metadata.classes)
+    if metadata.class_order != IMAGENET_CLASS_ORDER and not by_name:
         warnings.append(
             f"the checkpoint's class order is {metadata.class_order!r}, the dataset's labels use "
             f"{IMAGENET_CLASS_ORDER!r}: accuracy is meaningless unless they are the same"
@@ -192,6 +270,7 @@ def class_order_warnings(index: DatasetIndex, metadata: CheckpointMetadata, num_
                 f"the checkpoint's classes are not in sorted WordNet-id order (index {first} is {order[first]}, "
                 f"sorted order has {sorted(order)[first]})"
                 + ("; ImageFolder labels were mapped by name" if index.layout == "imagefolder" else "")
+                + ("; the labels' WordNet ids were mapped by name" if by_name else "")
             )
         if index.layout == "imagefolder" and index.classes != order:
             warnings.append("ImageFolder labels come from a class list that differs from the checkpoint's classes")
@@ -241,7 +320,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
-            image = decode_image(sample.path)
+            if sample.member is not None:
+                image = decode_image(sample.path, _read_member(sample))
+            else:
+                image = decode_image(sample.path)
         except BadImageError as exc:
             if self.normalize:
                 raise
@@ -251,6 +333,13 @@ class ImageDataset(Dataset):
             return Item(i, sample.label, crop_sets[0] if len(crop_sets) == 1 else crop_sets)
         tensors = [n(c.pixels, c.mean_crops, channels_last=False) for n, c in zip(self._normalizers, crop_sets)]
         return (tensors[0] if len(tensors) == 1 else tensors), sample.label
+
+
+def _read_member(sample: Sample) -> bytes:
+    try:
+        return read_member(sample.member)
+    except OSError as exc:
+        raise BadImageError(f"{sample.path}: cannot read from the tar ({exc})") from exc
 
 
 def preprocess_image(

@@ -9,6 +9,7 @@ ignored, as torchvision ignores it.  A file Pillow cannot decode (or a truncated
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -23,10 +24,11 @@ class BadImageError(InputError):
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def decode_image(path: str | Path) -> Image.Image:
-    """The image at ``path`` as an 8-bit RGB Pillow image, fully decoded (the file is closed)."""
+def decode_image(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """The image at ``path`` (or its bytes ``data``, read from an archive: ``path`` then only names
+    it) as an 8-bit RGB Pillow image, fully decoded (the file is closed)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
             image.load()
             # A truncated JPEG can load lazily without complaint; convert() forces every row.
             return image.convert("RGB")

@@ -14,6 +14,10 @@ The published numbers depend on these details, so each is written out:
   flipped image.  The flipped image's center crop is not the flip of the center crop when the
   margin is odd (rounding happens on the flipped coordinates), so each flipped crop is the flip of
   the original crop at the mirrored offset ``w - left - crop``.
+
+Other sources' protocols (`validation.protocols`) change two of these: the resize can be OpenCV's
+``cv2.resize`` (no antialiasing when shrinking: mmcls's ``backend='cv2'``, Gluon's mx.image), and
+the center offset can be truncated instead of rounded (Gluon's ``center_crop``: ``int((w - cw) / 2)``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
 }
 CROP_COUNTS = (1, 10)
+RESIZE_BACKENDS = ("pil", "cv2")
+CROP_OFFSETS = ("round", "floor")
 
 
 @dataclass(frozen=True)
@@ -60,17 +66,47 @@ def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear
     return image.resize((new_w, new_h), PIL_FILTERS[interpolation])
 
 
-def center_offset(length: int, crop: int) -> int:
-    """torchvision ``CenterCrop``'s offset: Python's round-half-to-even of the margin's half."""
+def resize_shorter_cv2(array: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """mmcls's ``Resize(size=(size, -1), backend='cv2')`` / Gluon's ``Resize(size, keep_ratio=True)``
+    on an (H, W, 3) uint8 array: the same sizes as `resized_size`, OpenCV's filter (no antialiasing)."""
+    cv2 = _cv2()
+    height, width = array.shape[:2]
+    new_w, new_h = resized_size(width, height, size)
+    if (new_w, new_h) == (width, height):
+        return array
+    return cv2.resize(array, (new_w, new_h), interpolation=CV2_FILTERS[interpolation](cv2))
+
+
+CV2_FILTERS = {
+    "bilinear": lambda cv2: cv2.INTER_LINEAR,
+    "bicubic": lambda cv2: cv2.INTER_CUBIC,
+    "nearest": lambda cv2: cv2.INTER_NEAREST,
+}
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:
+        raise InputError("--resize-backend cv2 needs OpenCV: pip install opencv-python-headless") from exc
+    cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV's own threads would oversubscribe
+    return cv2
+
+
+def center_offset(length: int, crop: int, offsets: str = "round") -> int:
+    """torchvision ``CenterCrop``'s offset: Python's round-half-to-even of the margin's half;
+    ``offsets="floor"``: truncated, as Gluon's ``center_crop`` does."""
+    if offsets == "floor":
+        return (length - crop) // 2
     return int(round((length - crop) / 2.0))
 
 
-def crop_boxes(height: int, width: int, crop: int, crops: int) -> list[CropBox]:
+def crop_boxes(height: int, width: int, crop: int, crops: int, offsets: str = "round") -> list[CropBox]:
     """The windows of the 1-crop (center) or 10-crop protocol, in torchvision's ``TenCrop`` order:
     top-left, top-right, bottom-left, bottom-right, center, then those five of the flipped image."""
     if crop > height or crop > width:
         raise InputError(f"a {crop}x{crop} crop does not fit a {width}x{height} resized image")
-    center = CropBox(center_offset(height, crop), center_offset(width, crop), crop)
+    center = CropBox(center_offset(height, crop, offsets), center_offset(width, crop, offsets), crop)
     if crops == 1:
         return [center]
     if crops != 10:
@@ -79,7 +115,7 @@ def crop_boxes(height: int, width: int, crop: int, crops: int) -> list[CropBox]:
     five = [CropBox(0, 0, crop), CropBox(0, right, crop), CropBox(bottom, 0, crop), CropBox(bottom, right, crop), center]
     # On the flipped image, offsets (and the center's rounding) are taken in flipped coordinates.
     flipped = [CropBox(b.top, b.left, crop) for b in five[:4]]
-    flipped.append(CropBox(center.top, center_offset(width, crop), crop))
+    flipped.append(CropBox(center.top, center_offset(width, crop, offsets), crop))
     mirrored = [CropBox(b.top, width - b.left - crop, crop, flip=True) for b in flipped]
     return five + mirrored
 
@@ -115,7 +151,8 @@ class CropSet:
 class CropTransform:
     """Decoded RGB image -> `CropSet` for one protocol.  Picklable, so it runs in DataLoader workers.
 
-    ``resize``, ``crop`` and ``interpolation`` default to the checkpoint's preprocessing.
+    ``resize``, ``crop`` and ``interpolation`` default to the checkpoint's preprocessing;
+    ``backend`` (``pil`` or ``cv2``) and ``offsets`` (``round`` or ``floor``) to torchvision's way.
     """
 
     preprocessing: Preprocessing
@@ -123,6 +160,8 @@ class CropTransform:
     resize: int | None = None
     crop: int | None = None
     interpolation: str | None = None
+    backend: str = "pil"
+    offsets: str = "round"
 
     def __post_init__(self) -> None:
         p = self.preprocessing
@@ -133,6 +172,12 @@ class CropTransform:
             raise InputError(f"crops must be 1 or 10, got {self.crops}")
         if self.interpolation not in PIL_FILTERS:
             raise InputError(f"interpolation must be one of {', '.join(PIL_FILTERS)}, got {self.interpolation!r}")
+        if self.backend not in RESIZE_BACKENDS:
+            raise InputError(f"resize backend must be one of {', '.join(RESIZE_BACKENDS)}, got {self.backend!r}")
+        if self.offsets not in CROP_OFFSETS:
+            raise InputError(f"crop offsets must be one of {', '.join(CROP_OFFSETS)}, got {self.offsets!r}")
+        if self.backend == "cv2":
+            _cv2()  # missing OpenCV is an error before any worker starts
         if not 0 < self.crop <= self.resize:
             raise InputError(f"crop {self.crop} must be positive and at most the resize {self.resize}")
         self._mean_cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -163,9 +208,15 @@ class CropTransform:
         return self.mean_image_mode == "image_geometry"
 
     def __call__(self, image: Image.Image) -> CropSet:
-        resized = resize_shorter(image, self.resize, self.interpolation)
-        hwc = image_to_hwc(resized, self.preprocessing.channel_order)
-        boxes = crop_boxes(hwc.shape[0], hwc.shape[1], self.crop, self.crops)
+        if self.backend == "cv2":
+            array = resize_shorter_cv2(np.array(image, dtype=np.uint8), self.resize, self.interpolation)
+            if self.preprocessing.channel_order == "BGR":
+                array = array[:, :, ::-1]
+            hwc = torch.from_numpy(np.ascontiguousarray(array))
+        else:
+            resized = resize_shorter(image, self.resize, self.interpolation)
+            hwc = image_to_hwc(resized, self.preprocessing.channel_order)
+        boxes = crop_boxes(hwc.shape[0], hwc.shape[1], self.crop, self.crops, self.offsets)
         mean_crops = None
         if self.mean_follows_geometry:
             mean_crops = take_crops(self._mean_at(hwc.shape[0], hwc.shape[1]), boxes)

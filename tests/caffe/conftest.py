@@ -9,17 +9,8 @@ from pathlib import Path
 
 import pytest
 
-def _shared() -> Path:
-    """The project's read-only shared folder: $RESNET_PORT_SHARED, the checkout's sibling, or /work/shared."""
-    if os.environ.get("RESNET_PORT_SHARED"):
-        return Path(os.environ["RESNET_PORT_SHARED"])
-    for candidate in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared")):
-        if (candidate / "reference").exists():
-            return candidate
-    return Path(__file__).resolve().parents[3] / "shared"
+from tests.shared_dir import SHARED
 
-
-SHARED = _shared()
 CAFFE_REF = SHARED / "reference" / "caffe"
 GOLDEN = SHARED / "reference" / "caffe-golden"
 CACHE = Path(__file__).resolve().parents[1] / "fixtures" / "cache" / "caffe"

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) give the same totals and predictions as one: every image counted once.
+"""Two CPU processes (gloo) give the same totals and predictions as one, for accuracy and for parity:
+every image counted once.
 
 Seven images over two ranks is an uneven split (4 + 3), which a padding sampler such as
 ``DistributedSampler`` would even out by counting an image twice."""
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from resnet_port.validation import evaluate
+from resnet_port.validation import compare_checkpoints, evaluate
 from resnet_port.validation.decode import BadImageError
 
 from .conftest import FOLDER_FILES, tiny_metadata, tiny_model
@@ -44,6 +45,7 @@ def _rank_main(rank: int, world: int, port: int, data: str, out_dir: str, bad_da
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         _run(rank, data, out_dir, 1)
+        _parity(rank, data, out_dir)
     finally:
         dist.destroy_process_group()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port + 1))
@@ -68,6 +70,22 @@ def _run(rank: int, data: str, out_dir: str, crops: int) -> None:
     Path(out_dir, f"result{crops}_{rank}.json").write_text(json.dumps(result))
 
 
+def nudged_model() -> torch.nn.Module:
+    """The tiny model with its classifier moved a little: it agrees with the original on some images only."""
+    model = tiny_model(0)
+    with torch.no_grad():
+        model.fc.weight.add_(torch.randn(model.fc.weight.shape, generator=torch.Generator().manual_seed(3)) * SCALE)
+    return model
+
+
+SCALE = 0.1  # 0.05 and 0.2 also split the images; 0.5 moves every top-1
+
+
+def _parity(rank: int, data: str, out_dir: str) -> None:
+    result = compare_checkpoints(tiny_model(0), tiny_metadata(), nudged_model(), tiny_metadata(), data, 10, workers=0, progress=False)
+    Path(out_dir, f"parity_{rank}.json").write_text(json.dumps(result))
+
+
 def comparable(result: dict) -> dict:
     return {k: result[k] for k in ("top1", "top5", "images", "crops", "skipped")} | {"per_rank": None}
 
@@ -89,6 +107,15 @@ def test_two_gloo_processes_equal_one(imagefolder, corrupt_folder, tmp_path):
             a, b = json.loads(a), json.loads(b)
             assert (a["path"], a["label"], a["top5"]) == (b["path"], b["label"], b["top5"])
             assert a["probs"] == pytest.approx(b["probs"], abs=1e-6)
+    # Parity runs through the same loop: sharded, its sums added once, every image counted once.
+    single = compare_checkpoints(tiny_model(0), tiny_metadata(), nudged_model(), tiny_metadata(), imagefolder, 10, workers=0, progress=False)
+    assert 0 < single["top1_agreement"] < 1, single  # some images agree, some do not
+    for rank in (0, 1):
+        two = json.loads((out / f"parity_{rank}.json").read_text())
+        assert two["processes"] == 2 and two["images"] == single["images"] == len(FOLDER_FILES)
+        assert two["top1_agreement"] == single["top1_agreement"] and two["disagreements"] == single["disagreements"]
+        assert two["max_abs_logit_diff"] == pytest.approx(single["max_abs_logit_diff"], rel=1e-6)
+        assert two["mean_abs_logit_diff"] == pytest.approx(single["mean_abs_logit_diff"], rel=1e-6)
     # The truncated file is the second of three: rank 1's; rank 0 reports it too.
     for rank in (0, 1):
         assert "b_truncated.JPEG" in (out / f"bad_{rank}.txt").read_text()

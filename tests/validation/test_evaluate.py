@@ -329,13 +329,10 @@ def test_real_caffe_mean_image_against_per_channel_values(imagefolder):
     """The release's own ResNet_mean.binaryproto (224x224 BGR; it strays up to ~13 levels from its
     channel means): subtracted per crop it matches the by-hand computation, and the usual shortcut
     (104, 117, 123) moves the model's input well beyond float tolerance."""
-    from pathlib import Path
-
     from resnet_port.converters.caffe.binaryproto import read_binaryproto
+    from tests.shared_dir import shared_file
 
-    mean_file = Path("/work/shared/reference/caffe/ResNet_mean.binaryproto")
-    if not mean_file.is_file():
-        pytest.skip(f"{mean_file} is not on this machine")
+    mean_file = shared_file("reference", "caffe", "ResNet_mean.binaryproto")
     mean = read_binaryproto(mean_file).reshape(3, 224, 224)
     path = imagefolder / "n03773504" / "rocket_cmyk.JPEG"
     ours = ImageDataset([_sample(path)], CropTransform(caffe_prep(mean), 10), normalize=True)[0][0].numpy()

@@ -59,3 +59,23 @@ def test_crops_equal_real_torchvision(tv_transforms, imagefolder, resize, crop, 
             theirs = T.Compose([T.Resize(resize, interpolation=mode), cut])(pil)
             theirs = np.stack([np.asarray(c) for c in (theirs if crops == 10 else [theirs])])
             assert np.array_equal(ours, theirs), (name, crops)
+
+
+@pytest.mark.parametrize("protocol", ["torchvision", "caffe", "timm"])
+def test_pillow_presets_equal_real_torchvision(tv_transforms, imagefolder, protocol):
+    """The Pillow presets are torchvision's Resize(floor(224 / crop_pct)) and Center/TenCrop(224)."""
+    from resnet_port.validation.protocols import PROTOCOLS, resolve_geometry
+
+    T = tv_transforms
+    preset = PROTOCOLS[protocol]
+    mode = T.InterpolationMode.BILINEAR if preset.interpolation == "bilinear" else T.InterpolationMode.BICUBIC
+    geometry = resolve_geometry(Preprocessing(), protocol)
+    for folder, name, *_ in FOLDER_FILES:
+        path = imagefolder / folder / name
+        with Image.open(path) as raw:
+            pil = raw.convert("RGB")
+        for crops, cut in ((1, T.CenterCrop(224)), (10, T.TenCrop(224))):
+            ours = CropTransform(Preprocessing(), crops, **geometry.transform_options())(decode_image(path)).pixels.numpy()
+            theirs = T.Compose([T.Resize(int(224 / preset.crop_pct), interpolation=mode), cut])(pil)
+            theirs = np.stack([np.asarray(c) for c in (theirs if crops == 10 else [theirs])])
+            assert np.array_equal(ours, theirs), (name, crops, protocol)
