@@ -510,7 +510,7 @@ def build(skeleton: Skeleton, report: ConversionReport, arch: str | None = None)
     fc = skeleton.classifier
     if fc.weight.array.ndim != 2 or fc.weight.array.shape[1] != last:
         raise check.fail(
-            fc.label, f"the classifier takes {fc.weight.array.shape[1:]} inputs, the last block makes {last} channels"
+            fc.label, f"the classifier reads {list(fc.weight.array.shape[1:])} features, the last block makes {last} channels"
         )
     if skeleton.input_bn is not None:
         check.bn(skeleton.input_bn, skeleton.in_channels, "on the input", skeleton.stem[0].conv.label)
