@@ -120,10 +120,12 @@ class _Checker:
 
     def feeds(self, conv: Conv, channels: int) -> None:
         if conv.in_channels != channels:
+            shape = tuple(int(d) for d in conv.weight.array.shape)
+            expected = (shape[0], channels // conv.groups, *shape[2:])
             raise self.fail(
                 conv.label,
-                f"weight {conv.weight.ref} has shape {list(conv.weight.array.shape)}: {conv.in_channels} input channels, "
-                f"but its input has {channels}",
+                f"weight has shape {shape}: {conv.in_channels} input channels, but its input has {channels} "
+                f"(expected {expected})",
             )
 
     def bn(self, bn: BatchNorm | None, channels: int, what: str, label: str) -> BatchNorm:
@@ -338,7 +340,8 @@ def _shortcut(check: _Checker, block: Block, cin: int, out: int, avg_down: bool)
 class _Filler:
     """The state_dict and the report, filled tensor by tensor."""
 
-    def __init__(self, report: ConversionReport) -> None:
+    def __init__(self, report: ConversionReport, where: str) -> None:
+        self.where = where
         self.report = report
         self.state: dict[str, torch.Tensor] = {}
         self.eps: dict[str, float] = {}
@@ -358,6 +361,8 @@ class _Filler:
         entry.update(extra)
 
     def put(self, target: str, array: np.ndarray, ref: str, layer: SourceLayer | None = None) -> None:
+        if np.asarray(array).dtype.kind != "f":
+            raise ConversionError(f"{self.where}: tensor {ref!r} has dtype {np.asarray(array).dtype}; expected a floating-point type")
         if target in self.state:
             raise ConversionError(f"{target} would be filled twice ({self.report.mapped.get(target)} and {ref})")
         self.state[target] = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
@@ -528,7 +533,7 @@ def build(skeleton: Skeleton, report: ConversionReport, arch: str | None = None)
     conv_bias = tuple(sorted(role for role, convs in roles.items() if any(c.bias is not None for c in convs)))
 
     # -- the state_dict ----------------------------------------------------------------------------
-    fill = _Filler(report)
+    fill = _Filler(report, skeleton.where)
     signs = None
     input_kind_fixed = None
     if skeleton.input_bn is not None and input_readings == ("fold",):

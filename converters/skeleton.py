@@ -158,7 +158,7 @@ class Block:
         return self.body[-1].conv.out_channels
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pool:
     """A pooling layer: ``kind`` "max" or "avg"; ``global_pool`` ignores the kernel."""
 

@@ -4,6 +4,8 @@ decides, and the built weights against an independent forward pass of the skelet
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -353,8 +355,8 @@ def test_a_learnt_input_bn_is_folded_exactly_with_negative_gamma():
     [
         (lambda s: setattr(s.blocks[0].body[1].conv, "dilation", (2, 2)), "layer 'conv5': 3x3 body convolution (conv2) is kernel 3x3, pad [1, 1, 1, 1], dilation (2, 2)"),
         (lambda s: setattr(s.blocks[1].body[1].conv, "stride", (2, 2)), "block1: strides more than one body convolution"),
-        (lambda s: setattr(s.stem_pool, "ceil", True), "layer 'pool': the stem pool"),
-        (lambda s: setattr(s.head_pool, "kind", "max"), "layer 'gap': the head pool"),
+        (lambda s: setattr(s, "stem_pool", dataclasses.replace(s.stem_pool, ceil=True)), "layer 'pool': the stem pool"),
+        (lambda s: setattr(s, "head_pool", dataclasses.replace(s.head_pool, kind="max")), "layer 'gap': the head pool"),
         (lambda s: setattr(s.blocks[1], "shortcut", Shortcut()), "block1: changes the shape (4->8 channels, stride 2)"),
         (lambda s: setattr(s.blocks[0].body[0], "bn", None), "layer 'conv3': has no BatchNorm after conv1"),
     ],
