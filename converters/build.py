@@ -288,11 +288,15 @@ def _blocks(check: _Checker, skeleton: Skeleton, split: list[list[Block]], stem_
     elif every_first:
         projection = ("first_of_stage",)
     else:
-        bad = next(
-            blk for st in split for i, blk in enumerate(st)
-            if (blk.shortcut.kind != "identity") != (i == 0) and (blk.shortcut.kind != "identity")
-            != (blk.stride != 1 or blk.in_channels != blk.out_channels)
-        )
+        def projects(blk: Block) -> bool:
+            return blk.shortcut.kind != "identity"
+
+        def needed(blk: Block) -> bool:
+            return blk.stride != 1 or blk.in_channels != blk.out_channels
+
+        misfits = [blk for st in split for i, blk in enumerate(st) if i != 0 and projects(blk) and not needed(blk)]
+        misfits += [blk for st in split for blk in st if projects(blk) != needed(blk)]
+        bad = misfits[0]
         raise check.fail(
             bad.label, "a projection shortcut where neither 'when needed' nor 'first of stage' puts one"
         )
