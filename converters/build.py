@@ -353,7 +353,8 @@ class _Filler:
         for entry in report.layers:
             self._layers[(entry["name"], entry["type"])] = entry
 
-    def layer(self, layer: SourceLayer | None, target: str, **extra) -> None:
+    def layer(self, layer: SourceLayer | None, target: str) -> None:
+        """List ``target`` under the source layer it came from (one report entry per source layer)."""
         if layer is None:
             return
         entry = self._layers.get((layer.name, layer.type))
@@ -362,7 +363,6 @@ class _Filler:
             self._layers[(layer.name, layer.type)] = entry
             self.report.layers.append(entry)
         entry["targets"].append(target)
-        entry.update(extra)
 
     def put(self, target: str, array: np.ndarray, ref: str, layer: SourceLayer | None = None) -> None:
         if np.asarray(array).dtype.kind != "f":
