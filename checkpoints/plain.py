@@ -1,5 +1,7 @@
 """Plain state dicts from torchvision, timm and mmcls: renamed onto the reference names, and the
-architecture inferred from names and shapes when the user does not give it.
+architecture inferred from names and shapes when the user does not give it: a registered arch whose
+names and shapes are these, else the spec read from them into the shared converter skeleton
+(`recognised_spec`).
 
 The renames are a table read top to bottom, applied with anchored patterns; tensors are never
 paired by order or by substring.
@@ -16,8 +18,8 @@ import torch
 
 from resnet_port.checkpoints.metadata import CheckpointMetadata, SourceFile, SourceInfo
 from resnet_port.checkpoints.presets import preset_preprocessing
-from resnet_port.errors import CheckpointError
-from resnet_port.resnet_ref import ResNet, arch_info, get_spec, list_archs
+from resnet_port.errors import CheckpointError, ConversionError
+from resnet_port.resnet_ref import ResNet, ResNetSpec, arch_info, get_spec, list_archs
 
 # (anchored pattern, replacement): applied in order to every key.
 PREFIX_RENAMES: list[tuple[str, str]] = [
@@ -118,28 +120,63 @@ def fitting_archs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
 PLAIN_FAMILIES = ("torchvision", "mmcls", "cifar")
 
 
+def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: str) -> ResNetSpec:
+    """The spec a reference-named state dict describes, read from its names and shapes into the
+    shared skeleton (`converters.names`) and decided by `converters.build`, with the conventions of
+    these layouts: post-activation, bottleneck stride in the 3x3, BN eps 1e-5, the 3x3/2 max pool
+    after a 7x7 or deep stem and none after a 3x3 stem (the CIFAR nets).  For a layout no registered
+    arch fits (other widths or depths); raises `ConversionError` when the names make no ResNet."""
+    # Imported here: converters build on checkpoints, not the other way round at import time.
+    from resnet_port.converters.build import build
+    from resnet_port.converters.common import ConversionReport
+    from resnet_port.converters.names import MAX_POOL_3X3_2, LayoutConventions, skeleton_from_names
+    from resnet_port.converters.skeleton import SourceTensor
+
+    stem = state_dict.get("conv1.weight")
+    cifar_stem = stem is not None and stem.ndim == 4 and stem.shape[-1] == 3
+    conventions = LayoutConventions(
+        layout=f"{layout} state dict", residual="v1", stride_in="3x3", bn_eps=1e-5,
+        stem_pool=None if cifar_stem else MAX_POOL_3X3_2,
+    )
+    tensors = {
+        key: SourceTensor((value.detach().cpu().float() if value.is_floating_point() else value.detach().cpu()).numpy(), key)
+        for key, value in state_dict.items()
+    }
+    return build(skeleton_from_names(tensors, str(path), conventions), ConversionReport(layout)).spec
+
+
 def metadata_for_plain(
     path: Path, tensors: Mapping[str, torch.Tensor], arch: str | None, preset: str | None
 ) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
     state_dict, layout = normalise_names(tensors)
+    spec = None
     if arch is None:
         fits = fitting_archs(state_dict)
         preferred = [a for a in fits if arch_info(a).family in PLAIN_FAMILIES] or fits
-        if len(preferred) != 1:
-            if not fits:
+        if len(preferred) > 1:
+            raise CheckpointError(f"{path}: several architectures fit ({', '.join(fits)}); pass --arch to choose")
+        if not preferred:
+            try:
+                spec = recognised_spec(path, state_dict, layout)
+            except ConversionError as exc:
                 raise CheckpointError(
                     f"{path}: no registered architecture has these parameter names and shapes "
-                    f"({len(state_dict)} tensors, recognised as a {layout} layout); pass --arch"
-                )
-            raise CheckpointError(f"{path}: several architectures fit ({', '.join(fits)}); pass --arch to choose")
-        arch = preferred[0]
+                    f"({len(state_dict)} tensors, recognised as a {layout} layout), and they make no ResNet "
+                    f"({str(exc).removeprefix(f'{path}: ')}); pass --arch"
+                ) from None
+        else:
+            arch = preferred[0]
         inferred = True
     else:
         inferred = False
-    info = arch_info(arch)
-    num_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else info.spec.num_classes
-    spec = get_spec(arch, num_classes)
-    family = preset or ("timm" if layout == "timm" else "mmcls" if layout == "mmcls" else info.family)
+    if spec is None:
+        info = arch_info(arch)
+        num_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else info.spec.num_classes
+        spec = get_spec(arch, num_classes)
+        default_family = info.family
+    else:
+        default_family = "torchvision"
+    family = preset or ("timm" if layout == "timm" else "mmcls" if layout == "mmcls" else default_family)
     metadata = CheckpointMetadata(
         spec=spec,
         arch=arch,
@@ -147,4 +184,9 @@ def metadata_for_plain(
         source=SourceInfo(framework=layout, files=[SourceFile.of(path)], details={"arch_inferred": inferred}),
         notes={"preprocessing": f"preset {family!r}: the file itself carries no preprocessing"},
     )
+    if arch is None:
+        metadata.notes["architecture"] = (
+            f"no registered arch fits; the spec is read from the names and shapes ({layout} conventions: "
+            "stride in the 3x3, BN eps 1e-5)"
+        )
     return state_dict, metadata

@@ -17,13 +17,14 @@ from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, SourceFil
 from resnet_port.converters.caffe.binaryproto import read_binaryproto
 from resnet_port.converters.caffe.caffemodel import CaffeModel, read_caffemodel
 from resnet_port.converters.caffe.errors import CaffeFormatError
-from resnet_port.converters.caffe.graph import to_spec, to_state_dict, walk
+from resnet_port.converters.build import build
+from resnet_port.converters.caffe.graph import walk
+from resnet_port.converters.caffe.recognise import blob_modules, consumed, to_skeleton
 from resnet_port.converters.caffe.layers import Node, blob_id, read_layer
 from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
 from resnet_port.converters.caffe.prototxt import read_prototxt
 from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.errors import ConversionError
-from resnet_port.resnet_ref import find_arch
 
 # Layer types whose blobs are weights; a prototxt layer of these types must find them in the model.
 WEIGHTED_TYPES = ("Convolution", "BatchNorm", "Scale", "InnerProduct")
@@ -154,23 +155,15 @@ def convert_caffe(
     filter_phase = prototxt is not None
     nodes = _nodes(net, model, where, str(model_path), report, filter_phase)
     graph = walk(nodes, where)
-    spec, units = to_spec(graph, where)
-    mapped = to_state_dict(graph, spec, units, where)
+    built = build(to_skeleton(graph, where), report)
 
     all_blobs = {blob_id(node.name, i) for node in nodes for i in range(len(model.blobs.get(node.name, [])))}
-    unaccounted = sorted(all_blobs - mapped.consumed)
+    unaccounted = sorted(all_blobs - consumed(graph))
     if unaccounted:
         raise ConversionError(f"{where}: source tensors not mapped: {', '.join(unaccounted[:5])}")
-    for target, source in mapped.mapped.items():
-        report.map(target, source)
-    report.layers = mapped.layers
     for node in graph.ignored:
         report.notes.append(f"{node.name} ({node.type}): no weights; not part of the reference model")
-    report.notes.extend(mapped.notes)
-    arch = find_arch(spec)
-    report.arch = arch
-
-    state_dict = mapped.state_dict
+    spec, state_dict, arch = built.spec, built.state_dict, built.arch
     channels = spec.in_chans
     mean_image = read_mean(Path(mean), channels) if mean is not None else None
     values = _mean_values(mean_values, channels) if mean_values is not None else None
@@ -209,7 +202,7 @@ def convert_caffe(
                 "input_shape": list(graph.input_shape) if graph.input_shape else None,
                 "graph_from": "prototxt" if prototxt is not None else "caffemodel",
                 "weights_format": "hdf5" if model.net is None else "caffemodel",
-                "blob_modules": mapped.blob_modules,
+                "blob_modules": blob_modules(graph, built.block_names),
                 "input_takes": f"{order}, 0-255, mean-subtracted (what Caffe's data blob takes)",
             },
         ),

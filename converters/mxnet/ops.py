@@ -1,7 +1,8 @@
 """One small function per MXNet operator, registered under ("mxnet", op).
 
 Each function checks the attributes that change the numbers, takes its parameters from the params
-file, and returns them under the reference module's names.  MXNet's conventions are written out
+file, and returns the shared skeleton's record of the layer (`converters.skeleton`), every tensor
+named by its params key.  MXNet's conventions are written out
 where they apply: BatchNorm's ``fix_gamma`` (gamma is 1 whatever is stored; the default is True),
 its per-node ``eps`` (default 1e-3, the classic ResNet uses 2e-5, Gluon 1e-5), ``no_bias`` on
 convolutions (default False), and ``gamma/beta/moving_mean/moving_var`` (symbol API) versus
@@ -18,6 +19,7 @@ import numpy as np
 
 from resnet_port.converters.common import ConversionReport
 from resnet_port.converters.mxnet.symbol import SymbolGraph, SymbolNode
+from resnet_port.converters.skeleton import BatchNorm, Conv, Linear, SourceLayer, SourceTensor
 from resnet_port.errors import ConversionError
 
 FRAMEWORK = "mxnet"
@@ -32,8 +34,6 @@ class OpContext:
     graph: SymbolGraph
     params: dict[str, np.ndarray]  # the params file, names as stored ("arg:conv0_weight", ...)
     report: ConversionReport
-    bn_eps: dict[str, float] = field(default_factory=dict)  # target BN module -> eps
-    fixed_gamma: set[str] = field(default_factory=set)  # target BN modules with fix_gamma=True
     used: set[str] = field(default_factory=set)
 
     def param(self, variable: SymbolNode | str, user: SymbolNode) -> tuple[str, np.ndarray]:
@@ -50,7 +50,7 @@ class OpContext:
         )
 
 
-OpFunction = Callable[[SymbolNode, "str | None", OpContext], dict[str, np.ndarray]]
+OpFunction = Callable[[SymbolNode, OpContext], "Conv | BatchNorm | Linear | None"]
 _REGISTRY: dict[tuple[str, str], OpFunction] = {}
 
 
@@ -80,18 +80,16 @@ def check_supported(graph: SymbolGraph) -> None:
             )
 
 
-def convert_node(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
+def convert_node(node: SymbolNode, ctx: OpContext) -> Conv | BatchNorm | Linear | None:
+    """The skeleton record of one operator (a Conv, a BatchNorm, the Linear), or None for operators
+    without parameters; each function checks the attributes that change the numbers."""
     function = _REGISTRY.get((FRAMEWORK, node.op))
     if function is None:
         raise ConversionError(f"{ctx.graph.path}: {node.describe()} has no conversion function")
-    tensors = function(node, target, ctx)
-    ctx.report.layers.append({"name": node.name, "type": node.op, "targets": sorted(tensors)})
-    return tensors
+    return function(node, ctx)
 
 
-def _take(
-    node: SymbolNode, ctx: OpContext, roles: tuple[str, ...], target: str, implicit: tuple[str, ...] = ()
-) -> dict[str, np.ndarray]:
+def _take(node: SymbolNode, ctx: OpContext, roles: tuple[str, ...], implicit: tuple[str, ...] = ()) -> dict[str, SourceTensor]:
     """Pair an operator's parameter inputs with its argument roles (MXNet's fixed argument order).
 
     ``implicit`` names the roles a graph may leave out of the node's inputs (a pre-0.9 symbol lists
@@ -107,8 +105,7 @@ def _take(
     out = {}
     for role, variable in zip(roles, variables):
         key, array = ctx.param(variable, node)
-        out[role] = array
-        ctx.report.map(f"{target}.{role}", key)
+        out[role] = SourceTensor(array, key)
     return out
 
 
@@ -118,95 +115,91 @@ def _expect(node: SymbolNode, ctx: OpContext, what: str, found: object, expected
 
 
 @register("Convolution")
-def convert_convolution(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
-    """OIHW weights, as PyTorch.  ``no_bias`` defaults to False: a conv without it has a bias."""
-    if target is None:
-        raise ConversionError(f"{ctx.graph.path}: {node.describe()} sits where no ResNet conv belongs")
-    _expect(node, ctx, "num_group", node.attr_int("num_group", 1), 1)
+def convert_convolution(node: SymbolNode, ctx: OpContext) -> Conv:
+    """OIHW weights, as PyTorch.  ``no_bias`` defaults to False: a conv without it has a bias.
+    Kernel, stride, pad, dilation and groups go on the record; `converters.build` checks them."""
     kernel = node.attr_tuple("kernel", ())
-    dilate = node.attr_tuple("dilate", (1,) * len(kernel))
-    _expect(node, ctx, "dilate", dilate, (1,) * len(kernel))
     _expect(node, ctx, "layout", node.attr_str("layout", "NCHW"), "NCHW")
-    pad = node.attr_tuple("pad", (0,) * len(kernel))
-    _expect(node, ctx, "pad", pad, tuple(k // 2 for k in kernel))  # 'same' padding, as the reference
+    if len(kernel) != 2:
+        raise ConversionError(f"{ctx.graph.path}: {node.describe()} has kernel {kernel}; expected a 2-D convolution")
     has_bias = not node.attr_bool("no_bias", False)
-    roles = ("weight", "bias") if has_bias else ("weight",)
-    tensors = _take(node, ctx, roles, target)
-    weight = tensors["weight"]
+    tensors = _take(node, ctx, ("weight", "bias") if has_bias else ("weight",))
+    weight = tensors["weight"].array
     if weight.ndim != 4 or tuple(weight.shape[2:]) != kernel:
         raise ConversionError(
             f"{ctx.graph.path}: {node.describe()} has a weight of shape {weight.shape}; expected (out, in, {kernel[0]}, {kernel[1]})"
         )
-    return {f"{target}.{role}": array for role, array in tensors.items()}
+    ph, pw = node.attr_tuple("pad", (0, 0))
+    return Conv(
+        label=node.describe(),
+        layer=SourceLayer(node.name, node.op),
+        weight=tensors["weight"],
+        bias=tensors.get("bias"),
+        stride=node.attr_tuple("stride", (1, 1)),
+        pad=(ph, pw, ph, pw),
+        dilation=node.attr_tuple("dilate", (1, 1)),
+        groups=node.attr_int("num_group", 1),
+    )
 
 
 @register("BatchNorm")
-def convert_batchnorm(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
-    """gamma, beta, moving_mean, moving_var -> weight, bias, running_mean, running_var.
-
-    ``fix_gamma=True`` (MXNet's default) means the forward pass uses gamma = 1 whatever the file
-    stores; the stored gamma is dropped and ones are written, so no value of it can leak in.
-    """
-    if target is None:
-        raise ConversionError(f"{ctx.graph.path}: {node.describe()} sits where no ResNet BatchNorm belongs")
+def convert_batchnorm(node: SymbolNode, ctx: OpContext) -> BatchNorm:
+    """gamma, beta, moving_mean, moving_var, with the node's eps (default 1e-3) and ``fix_gamma``
+    (default True: the forward pass uses gamma = 1 whatever the file stores)."""
     _expect(node, ctx, "axis", node.attr_int("axis", 1), 1)
-    ctx.bn_eps[target] = node.attr_float("eps", MXNET_BN_EPS_DEFAULT)
-    tensors = _take(
-        node, ctx, ("weight", "bias", "running_mean", "running_var"), target, implicit=("moving_mean", "moving_var")
+    tensors = _take(node, ctx, ("gamma", "beta", "running_mean", "running_var"), implicit=("moving_mean", "moving_var"))
+    return BatchNorm(
+        label=node.describe(),
+        layers=[SourceLayer(node.name, node.op)],
+        eps=node.attr_float("eps", MXNET_BN_EPS_DEFAULT),
+        running_mean=tensors["running_mean"],
+        running_var=tensors["running_var"],
+        gamma=tensors["gamma"],
+        beta=tensors["beta"],
+        fix_gamma=node.attr_bool("fix_gamma", MXNET_FIX_GAMMA_DEFAULT),
     )
-    if node.attr_bool("fix_gamma", MXNET_FIX_GAMMA_DEFAULT):
-        ctx.fixed_gamma.add(target)
-        ctx.report.skip(ctx.report.mapped[f"{target}.weight"], "fix_gamma=True: MXNet uses gamma = 1 whatever is stored")
-        tensors["weight"] = np.ones_like(tensors["weight"])
-    return {f"{target}.{role}": array for role, array in tensors.items()}
 
 
 @register("FullyConnected")
-def convert_fully_connected(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
-    if target is None:
-        raise ConversionError(f"{ctx.graph.path}: {node.describe()} sits where no classifier belongs")
+def convert_fully_connected(node: SymbolNode, ctx: OpContext) -> Linear:
     _expect(node, ctx, "flatten", node.attr_bool("flatten", True), True)
     if node.attr_bool("no_bias", False):
         raise ConversionError(f"{ctx.graph.path}: {node.describe()} has no_bias=True; the reference classifier has a bias")
-    tensors = _take(node, ctx, ("weight", "bias"), target)
-    return {f"{target}.{role}": array for role, array in tensors.items()}
+    tensors = _take(node, ctx, ("weight", "bias"))
+    return Linear(node.describe(), SourceLayer(node.name, node.op), tensors["weight"], tensors["bias"])
 
 
 @register("Activation")
-def convert_activation(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
+def convert_activation(node: SymbolNode, ctx: OpContext) -> None:
     _expect(node, ctx, "act_type", node.attr_str("act_type", ""), "relu")
-    return {}
 
 
 @register("relu")
-def convert_relu(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
-    return {}
+def convert_relu(node: SymbolNode, ctx: OpContext) -> None:
+    return None
 
 
 @register("Pooling")
-def convert_pooling(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
-    """Checked by the recogniser, which reads kernel, stride, pad and the rounding convention."""
+def convert_pooling(node: SymbolNode, ctx: OpContext) -> None:
+    """Kernel, stride, pad and rounding go on the skeleton's `Pool` (recognise.pool_record)."""
     if node.attr_str("pool_type", "max") not in ("max", "avg"):
         raise ConversionError(f"{ctx.graph.path}: {node.describe()} has pool_type {node.attrs.get('pool_type')}; expected max or avg")
-    return {}
 
 
 @register("elemwise_add", "_Plus", "_plus", "broadcast_add", "_add", "broadcast_plus")
-def convert_add(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
+def convert_add(node: SymbolNode, ctx: OpContext) -> None:
     """The residual sum; the recogniser checks what it adds."""
-    return {}
 
 
 @register("Flatten", "flatten")
-def convert_flatten(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
-    return {}
+def convert_flatten(node: SymbolNode, ctx: OpContext) -> None:
+    return None
 
 
 @register("SoftmaxOutput", "softmax", "SoftmaxActivation")
-def convert_softmax(node: SymbolNode, target: str | None, ctx: OpContext) -> dict[str, np.ndarray]:
+def convert_softmax(node: SymbolNode, ctx: OpContext) -> None:
     """The converted model returns logits, as fc1 computes them; the softmax (a training head) is dropped."""
     ctx.report.skip(node.name, f"{node.op}: the converted model returns the logits before it")
-    return {}
 
 
 __all__ = ["OpContext", "check_supported", "convert_node", "register", "supported_ops"]

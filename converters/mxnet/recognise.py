@@ -7,15 +7,17 @@ of its add node back to the unit's input: the chain with more convolutions is th
 the shortcut (empty: identity; conv + BN: a v1 projection; BN, ReLU, conv shared with the body:
 a v2 projection of the pre-activated input).  The body's sequence of operators says v1 or v2 and
 basic or bottleneck.  This reads the classic ``resnet-N`` symbols and Gluon's ``export()`` alike, and
-places every node at a reference module name (``layer2.0.conv1``), so tensors are never paired by
-their order or by pieces of their names.
+gives every node its role (stem, unit N's conv2, a projection), so tensors are never paired by their
+order or by pieces of their names.  `to_skeleton` turns the roles into the shared skeleton; the spec
+(stages, strides, pooling, eps, projections) is decided by `converters.build`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from resnet_port.converters.mxnet.symbol import SymbolGraph, SymbolNode
+from resnet_port.converters.skeleton import Block, ConvBN, Pool, Shortcut, Skeleton
 from resnet_port.errors import ConversionError
 
 ADD_OPS = ("elemwise_add", "_Plus", "_plus", "broadcast_add", "_add", "broadcast_plus")
@@ -29,7 +31,7 @@ BODY_PATTERNS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bn", "relu", "conv", "bn", "relu", "conv"): ("v2", "basic"),
     ("bn", "relu", "conv", "bn", "relu", "conv", "bn", "relu", "conv"): ("v2", "bottleneck"),
 }
-# Reference names of the body's convs and BNs, in the order the body holds them.
+# Roles of the body's convs and BNs, in the order the body holds them (bnK pairs with convK).
 BODY_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
     ("v1", "basic"): ("conv1", "bn1", "conv2", "bn2"),
     ("v1", "bottleneck"): ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"),
@@ -44,29 +46,31 @@ class Unit:
 
     residual: str
     block: str
-    stride: int
-    stride_at: str | None  # the body conv that strides ("conv1" or "conv2"), None at stride 1
-    body: dict[str, SymbolNode]  # reference name within the block -> node
-    shortcut: dict[str, SymbolNode]  # "downsample.0" (conv) and, in v1, "downsample.1" (BN)
+    body: dict[str, SymbolNode]  # role within the block ("conv1", "bn1", ...) -> node
+    shortcut: dict[str, SymbolNode]  # "conv" and, in v1, "bn"
     add: SymbolNode
     output: SymbolNode
 
 
 @dataclass
 class Recognised:
-    """The graph read as a ResNet: facts for the spec and every node placed at its reference name."""
+    """The graph read as a ResNet: which node is the stem, each unit's roles, the head."""
 
     input_bn: SymbolNode | None
     stem_conv: SymbolNode
-    stem_kind: str
-    stem_pool: str
+    stem_bn: SymbolNode
+    stem_pool: SymbolNode | None
     units: list[Unit]
-    layers: tuple[int, ...]
     final_bn: SymbolNode | None
-    head_pool: str
-    head_pool_size: int
+    head_pool: SymbolNode
     fc: SymbolNode
-    placements: list[tuple[SymbolNode, str | None]] = field(default_factory=list)  # in graph order
+
+    def placed(self) -> set[int]:
+        """The node indices that hold parameters of the recognised ResNet."""
+        nodes = [self.input_bn, self.stem_conv, self.stem_bn, self.final_bn, self.fc]
+        for unit in self.units:
+            nodes += list(unit.body.values()) + list(unit.shortcut.values())
+        return {n.index for n in nodes if n is not None}
 
 
 def _kind(node: SymbolNode) -> str:
@@ -103,8 +107,8 @@ class _Walker:
         return data[0]
 
     # -- stem ---------------------------------------------------------------------------------------
-    def stem(self) -> tuple[SymbolNode | None, SymbolNode, SymbolNode, str, str, SymbolNode]:
-        """(input BN or None, stem conv, stem BN, stem kind, stem pool, the stem's output node)."""
+    def stem(self) -> tuple[SymbolNode | None, SymbolNode, SymbolNode, SymbolNode | None, SymbolNode]:
+        """(input BN or None, stem conv, stem BN, stem pool or None, the stem's output node)."""
         node = self.only_consumer(self.input_node(), "BatchNorm or Convolution")
         input_bn = None
         if _kind(node) == "bn":
@@ -112,13 +116,6 @@ class _Walker:
         if _kind(node) != "conv":
             raise self.fail(node, "the stem Convolution")
         conv = node
-        kernel, stride = conv.attr_tuple("kernel", ()), conv.attr_tuple("stride", (1, 1))
-        if kernel == (7, 7) and stride == (2, 2):
-            stem_kind = "7x7"
-        elif kernel == (3, 3) and stride == (1, 1):
-            stem_kind = "3x3"
-        else:
-            raise self.fail(conv, f"a 7x7/2 or 3x3/1 stem convolution, found kernel {kernel} stride {stride}")
         bn = self.only_consumer(conv, "BatchNorm")
         if _kind(bn) != "bn":
             raise self.fail(bn, "the stem BatchNorm")
@@ -126,27 +123,10 @@ class _Walker:
         if _kind(relu) != "relu":
             raise self.fail(relu, "the stem ReLU")
         consumers = self.graph.op_consumers(relu)
-        stem_pool, output = "none", relu
+        pool, output = None, relu
         if len(consumers) == 1 and consumers[0].op == "Pooling":
-            stem_pool, output = self.stem_pool(consumers[0]), consumers[0]
-        return input_bn, conv, bn, stem_kind, stem_pool, output
-
-    def stem_pool(self, pool: SymbolNode) -> str:
-        if pool.attr_str("pool_type", "max") != "max" or pool.attr_bool("global_pool", False):
-            raise self.fail(pool, "a 3x3/2 max pool after the stem")
-        kernel, stride = pool.attr_tuple("kernel", ()), pool.attr_tuple("stride", (1, 1))
-        pad = pool.attr_tuple("pad", (0, 0))
-        convention = pool.attr_str("pooling_convention", "valid")
-        # MXNet 'valid' rounds down (as PyTorch), 'full' rounds up (as Caffe).
-        if (kernel, stride, pad, convention) == ((3, 3), (2, 2), (1, 1), "valid"):
-            return "max"
-        if (kernel, stride, pad, convention) == ((3, 3), (2, 2), (0, 0), "full"):
-            return "max_ceil"
-        raise self.fail(
-            pool,
-            f"a 3x3/2 max pool with pad 1 and pooling_convention=valid (or pad 0, full); found kernel {kernel} "
-            f"stride {stride} pad {pad} {convention}",
-        )
+            pool = output = consumers[0]
+        return input_bn, conv, bn, pool, output
 
     # -- residual units -----------------------------------------------------------------------------
     def trace_back(self, start: SymbolNode, unit_input: SymbolNode, add: SymbolNode) -> list[SymbolNode]:
@@ -180,41 +160,29 @@ class _Walker:
         modules = [n for n in body if _kind(n) in ("conv", "bn")]
         placed = dict(zip(BODY_TARGETS[(residual, block)], modules))
         shortcut_nodes = self.shortcut(shortcut, body, residual, add)
-        strides = {
-            name: node.attr_tuple("stride", (1, 1)) for name, node in placed.items() if name.startswith("conv")
-        }
-        strided = [name for name, s in strides.items() if s != (1, 1)]
-        if len(strided) > 1 or any(s[0] != s[1] for s in strides.values()):
-            raise self.fail(add, f"one strided conv per unit, found strides {strides}")
-        stride = strides[strided[0]][0] if strided else 1
-        if "downsample.0" in shortcut_nodes:
-            sc_stride = shortcut_nodes["downsample.0"].attr_tuple("stride", (1, 1))
-            if sc_stride != (stride, stride) or shortcut_nodes["downsample.0"].attr_tuple("kernel", ()) != (1, 1):
-                raise self.fail(shortcut_nodes["downsample.0"], f"a 1x1 projection of stride {stride}")
-        elif stride != 1:
-            raise self.fail(add, "a projection shortcut on a strided unit")
         output = add
         if residual == "v1":
             output = self.only_consumer(add, "ReLU (v1 units end with one)")
             if _kind(output) != "relu":
                 raise self.fail(output, "the ReLU after a v1 residual add")
-        return Unit(residual, block, stride, strided[0] if strided else None, placed, shortcut_nodes, add, output)
+        return Unit(residual, block, placed, shortcut_nodes, add, output)
 
     def shortcut(self, chain: list[SymbolNode], body: list[SymbolNode], residual: str, add: SymbolNode) -> dict[str, SymbolNode]:
         kinds = tuple(_kind(n) for n in chain)
         if not chain:
             return {}
         if residual == "v1" and kinds == ("conv", "bn"):
-            return {"downsample.0": chain[0], "downsample.1": chain[1]}
+            return {"conv": chain[0], "bn": chain[1]}
         if residual == "v2" and kinds == ("bn", "relu", "conv") and chain[:2] == body[:2]:
-            return {"downsample.0": chain[2]}  # v2: projected from the pre-activated input
+            return {"conv": chain[2]}  # v2: projected from the pre-activated input
         raise ConversionError(
             f"{self.path}: the unit ending at {add.describe()} has shortcut {' -> '.join(kinds)}; expected identity, "
             + ("conv -> bn" if residual == "v1" else "a conv of the pre-activated input (bn -> relu shared with the body)")
         )
 
     # -- head ---------------------------------------------------------------------------------------
-    def head(self, node: SymbolNode, residual: str) -> tuple[SymbolNode | None, str, int, SymbolNode]:
+    def head(self, node: SymbolNode, residual: str) -> tuple[SymbolNode | None, SymbolNode, SymbolNode]:
+        """(v2's final BN or None, the average pool, the classifier)."""
         final_bn = None
         nxt = self.only_consumer(node, "the head")
         if residual == "v2":
@@ -227,13 +195,7 @@ class _Walker:
             nxt = self.only_consumer(relu, "the global pool")
         if nxt.op != "Pooling" or nxt.attr_str("pool_type", "max") != "avg":
             raise self.fail(nxt, "an average pool before the classifier")
-        if nxt.attr_bool("global_pool", False):
-            head_pool, size = "global", 7
-        else:
-            kernel, stride = nxt.attr_tuple("kernel", ()), nxt.attr_tuple("stride", (1, 1))
-            if len(kernel) != 2 or kernel[0] != kernel[1] or stride != (1, 1) or nxt.attr_tuple("pad", (0, 0)) != (0, 0):
-                raise self.fail(nxt, f"a global average pool or a square one of stride 1; found kernel {kernel} stride {stride}")
-            head_pool, size = "fixed", kernel[0]
+        pool = nxt
         nxt = self.only_consumer(nxt, "Flatten or FullyConnected")
         if nxt.op in ("Flatten", "flatten"):
             nxt = self.only_consumer(nxt, "FullyConnected")
@@ -243,11 +205,11 @@ class _Walker:
         for tail in self.graph.op_consumers(fc):
             if tail.op not in SKIPPED_TAIL_OPS:
                 raise self.fail(tail, "nothing after the classifier but a softmax")
-        return final_bn, head_pool, size, fc
+        return final_bn, pool, fc
 
     # -- all of it ----------------------------------------------------------------------------------
     def run(self) -> Recognised:
-        input_bn, stem_conv, stem_bn, stem_kind, stem_pool, current = self.stem()
+        input_bn, stem_conv, stem_bn, stem_pool, current = self.stem()
         adds = [n for n in self.graph.operators() if n.op in ADD_OPS]
         if not adds:
             raise ConversionError(f"{self.path}: the graph has no residual add; it is not a ResNet")
@@ -258,34 +220,8 @@ class _Walker:
                 raise self.fail(add, f"a {units[0].residual} {units[0].block} unit like the first one")
             units.append(unit)
             current = unit.output
-        layers: list[int] = []
-        for index, unit in enumerate(units):
-            if index == 0 or unit.stride != 1:
-                layers.append(0)
-            layers[-1] += 1
-        residual = units[0].residual
-        final_bn, head_pool, size, fc = self.head(current, residual)
-        out = Recognised(input_bn, stem_conv, stem_kind, stem_pool, units, tuple(layers), final_bn, head_pool, size, fc)
-        out.placements = self.placements(out, stem_bn)
-        return out
-
-    def placements(self, found: Recognised, stem_bn: SymbolNode) -> list[tuple[SymbolNode, str | None]]:
-        targets: dict[int, str] = {found.stem_conv.index: "conv1", stem_bn.index: "bn1", found.fc.index: "fc"}
-        if found.input_bn is not None:
-            targets[found.input_bn.index] = "data_bn"
-        if found.final_bn is not None:
-            targets[found.final_bn.index] = "final_bn"
-        unit_index = 0
-        for stage, count in enumerate(found.layers):
-            for block in range(count):
-                unit = found.units[unit_index]
-                unit_index += 1
-                prefix = f"layer{stage + 1}.{block}"
-                for name, node in {**unit.body, **unit.shortcut}.items():
-                    if node.index in targets:
-                        raise self.fail(node, "each layer used once")
-                    targets[node.index] = f"{prefix}.{name}"
-        return [(node, targets.get(node.index)) for node in self.graph.operators()]
+        final_bn, head_pool, fc = self.head(current, units[0].residual)
+        return Recognised(input_bn, stem_conv, stem_bn, stem_pool, units, final_bn, head_pool, fc)
 
 
 def recognise(graph: SymbolGraph) -> Recognised:
@@ -294,3 +230,50 @@ def recognise(graph: SymbolGraph) -> Recognised:
 
 
 __all__ = ["Recognised", "Unit", "recognise"]
+
+
+# -- the shared skeleton -----------------------------------------------------------------------------
+
+
+def pool_record(node: SymbolNode) -> Pool:
+    """MXNet's Pooling: ``pooling_convention`` 'valid' rounds down (as PyTorch), 'full' up (as Caffe)."""
+    ph, pw = node.attr_tuple("pad", (0, 0))
+    return Pool(
+        label=node.describe(),
+        kind=node.attr_str("pool_type", "max"),
+        kernel=node.attr_tuple("kernel", (1, 1)),
+        stride=node.attr_tuple("stride", (1, 1)),
+        pad=(ph, pw, ph, pw),
+        ceil=node.attr_str("pooling_convention", "valid") == "full",
+        global_pool=node.attr_bool("global_pool", False),
+    )
+
+
+def to_skeleton(found: Recognised, records: dict[int, object], where: str) -> Skeleton:
+    """The recognised nodes as the shared skeleton; ``records`` holds each node's record (`ops`)."""
+
+    def rec(node: SymbolNode | None):
+        return None if node is None else records[node.index]
+
+    blocks = []
+    for unit in found.units:
+        count = 3 if unit.block == "bottleneck" else 2
+        body = [ConvBN(rec(unit.body[f"conv{k}"]), rec(unit.body[f"bn{k}"])) for k in range(1, count + 1)]
+        shortcut = Shortcut()
+        if "conv" in unit.shortcut:
+            conv = rec(unit.shortcut["conv"])
+            shortcut = Shortcut("conv", conv, rec(unit.shortcut.get("bn")), conv.stride[0])
+        blocks.append(Block(f"the unit ending at {unit.add.describe()}", unit.residual, body, shortcut))
+    return Skeleton(
+        where=where,
+        input_bn=rec(found.input_bn),
+        stem=[ConvBN(rec(found.stem_conv), rec(found.stem_bn))],
+        stem_pool=pool_record(found.stem_pool) if found.stem_pool is not None else None,
+        blocks=blocks,
+        final_bn=rec(found.final_bn),
+        head_pool=pool_record(found.head_pool),
+        classifier=rec(found.fc),
+    )
+
+
+__all__ += ["pool_record", "to_skeleton"]

@@ -1,26 +1,16 @@
-"""What the Gluon and the symbol paths of convert-mxnet share: choosing and checking the spec, the
-metadata, and the tensors' dtype."""
+"""What the Gluon and the symbol paths of convert-mxnet share after `converters.build`: checking the
+spec against ``--arch``, naming the closest registered archs, the metadata."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
 from resnet_port.converters.common import ConversionReport
 from resnet_port.errors import ConversionError
 from resnet_port.resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
-
-FLOAT_KINDS = "f"
-
-
-def as_tensor(name: str, array: np.ndarray, path: Path) -> torch.Tensor:
-    if array.dtype.kind not in FLOAT_KINDS:
-        raise ConversionError(f"{path}: tensor {name!r} has dtype {array.dtype}; expected a floating-point type")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def spec_differences(spec: ResNetSpec, other: ResNetSpec) -> list[str]:
@@ -65,33 +55,6 @@ def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dic
         preprocessing=preset_preprocessing(family),
         source=SourceInfo(framework="mxnet", files=[SourceFile.of(p) for p in files], details=details),
     )
-
-
-def conv_bias_roles(sd: dict[str, np.ndarray]) -> tuple[str, ...]:
-    """The spec's conv_bias roles of the convs that carry a bias in the renamed tensors."""
-    roles = set()
-    for key in sd:
-        if key == "conv1.bias":
-            roles.add("stem")
-        elif match := re.match(r"^layer\d+\.\d+\.(conv[123]|downsample\.0)\.bias$", key):
-            roles.add("downsample" if match.group(1) == "downsample.0" else match.group(1))
-    return tuple(sorted(roles))
-
-
-def input_bn_kind(beta: np.ndarray) -> list[str]:
-    """An input BN with fix_gamma: gamma is 1; an all-zero beta makes it the affine-free BN as well."""
-    return ["affine_free", "fixed_gamma"] if not np.any(beta) else ["fixed_gamma"]
-
-
-def pick_spec(candidates: list[ResNetSpec], arch: str | None) -> ResNetSpec:
-    """Of equivalent readings of one network, the one --arch names, else a registered one, else the first."""
-    for spec in candidates:
-        if arch is not None and arch in list_archs() and get_spec(arch, spec.num_classes) == spec:
-            return spec
-    for spec in candidates:
-        if find_arch(spec) is not None:
-            return spec
-    return candidates[0]
 
 
 def check_shapes(path: Path, spec: ResNetSpec, state_dict: dict[str, torch.Tensor], name: str | None) -> None:

@@ -27,6 +27,7 @@ from resnet_port.converters.onnx.ops import (
     ReluLayer,
     parse_node,
 )
+from resnet_port.converters.skeleton import BatchNorm, Block as SkeletonBlock, Conv, ConvBN, Linear, Pool, Shortcut, Skeleton, SourceLayer, SourceTensor
 from resnet_port.errors import ConversionError
 
 # Body patterns after the block input (v1) or after the pre-activation (v2).
@@ -84,8 +85,7 @@ class Recognised:
     input_bn: BatchNormLayer | None
     stem_conv: ConvLayer
     stem_bn: BatchNormLayer
-    stem_pool: str  # "max" | "max_ceil" | "none"
-    stem_pool_node: Node | None
+    stem_pool: MaxPoolLayer | None
     blocks: list[Block]
     final_bn: BatchNormLayer | None
     head_pool: AvgPoolLayer
@@ -374,21 +374,10 @@ def recognise(graph: OnnxGraph) -> Recognised:
     _check_bn(walker, stem_bn, stem_conv.out_channels, "the stem BatchNorm")
     stem_relu = walker.only_user(stem_bn.output, ReluLayer, "the stem ReLU")
     x = stem_relu.output
-    stem_pool, pool_node = "none", None
+    stem_pool = None
     if any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
-        pool = walker.only_user(x, MaxPoolLayer, "the stem max pool")
-        pool_node = pool.node
-        if pool.kernel == (3, 3) and pool.stride == (2, 2) and pool.pads == (1, 1, 1, 1) and not pool.ceil_mode:
-            stem_pool = "max"
-        elif pool.kernel == (3, 3) and pool.stride == (2, 2) and pool.pads == (0, 0, 0, 0) and pool.ceil_mode:
-            stem_pool = "max_ceil"
-        else:
-            raise walker.fail(
-                pool.node,
-                f"the stem max pool should be 3x3/2 pad 1 floor, or 3x3/2 pad 0 ceil; found kernel {pool.kernel}, "
-                f"stride {pool.stride}, pads {list(pool.pads)}, ceil_mode {int(pool.ceil_mode)}",
-            )
-        x = pool.output
+        stem_pool = walker.only_user(x, MaxPoolLayer, "the stem max pool")
+        x = stem_pool.output
 
     # The residual form is read off the first block: v2 reads its input with a BN, v1 with convs.
     residual = "v2" if any(isinstance(u, BatchNormLayer) for u in walker.users(x)) else "v1"
@@ -443,7 +432,6 @@ def recognise(graph: OnnxGraph) -> Recognised:
         stem_conv=stem_conv,
         stem_bn=stem_bn,
         stem_pool=stem_pool,
-        stem_pool_node=pool_node,
         blocks=blocks,
         final_bn=final_bn,
         head_pool=head_pool,
@@ -451,3 +439,83 @@ def recognise(graph: OnnxGraph) -> Recognised:
         linear=linear,
         bias_add=bias_add,
     )
+
+
+# -- the shared skeleton -----------------------------------------------------------------------------
+
+
+def _conv(graph: OnnxGraph, conv: ConvLayer) -> Conv:
+    inputs = conv.node.inputs
+    return Conv(
+        label=conv.node.label,
+        layer=SourceLayer(conv.node.label, conv.node.op_type),
+        weight=SourceTensor(conv.weight, inputs[1]),
+        bias=SourceTensor(conv.bias, inputs[2]) if conv.bias is not None else None,
+        stride=tuple(conv.stride),
+        pad=tuple(conv.pads),
+        dilation=tuple(conv.dilation),
+        groups=conv.group,
+    )
+
+
+def _bn(bn: BatchNormLayer | None) -> BatchNorm | None:
+    """ONNX BatchNormalization: gamma and beta are always stored and always applied (an exporter that
+    knew the source ignored them, e.g. MXNet's fix_gamma, has already lost that fact)."""
+    if bn is None:
+        return None
+    names = bn.node.inputs
+    return BatchNorm(
+        label=bn.node.label,
+        layers=[SourceLayer(bn.node.label, bn.node.op_type)],
+        eps=bn.eps,
+        running_mean=SourceTensor(bn.mean, names[3]),
+        running_var=SourceTensor(bn.var, names[4]),
+        gamma=SourceTensor(bn.scale, names[1]),
+        beta=SourceTensor(bn.bias, names[2]),
+    )
+
+
+def _pool(layer, kind: str) -> Pool:
+    if kind == "max":
+        return Pool(layer.node.label, "max", layer.kernel, layer.stride, layer.pads, ceil=layer.ceil_mode)
+    if layer.kernel is None:
+        return Pool(layer.node.label, "avg", global_pool=True)
+    return Pool(layer.node.label, "avg", layer.kernel, layer.stride, layer.pads)
+
+
+def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
+    """What the walk found as the shared skeleton; every tensor named by its initializer."""
+    blocks = []
+    for block in found.blocks:
+        convs = [_conv(graph, c) for c in block.convs]
+        # v1: bnK follows convK; v2: bn1 is the pre-activation, bnK (K > 1) precedes convK.
+        body = [ConvBN(conv, _bn(bn)) for conv, bn in zip(convs, block.bns)]
+        shortcut = Shortcut()
+        if block.shortcut_conv is not None:
+            conv = _conv(graph, block.shortcut_conv)
+            shortcut = Shortcut("conv", conv, _bn(block.shortcut_bn), conv.stride[0])
+        blocks.append(SkeletonBlock(label=block.first.label, residual=block.residual, body=body, shortcut=shortcut))
+    linear = found.linear
+    bias = SourceTensor(linear.bias, linear.bias_source) if linear.bias is not None else None
+    if found.bias_add is not None:
+        constant = found.bias_add.constant.reshape(-1)
+        if constant.shape[0] != linear.weight.shape[0]:
+            raise ConversionError(
+                f"{graph.where(found.bias_add.node)}: bias of {constant.shape[0]} values for {linear.weight.shape[0]} classes"
+            )
+        bias = SourceTensor(constant, next(n for n in found.bias_add.node.inputs if n in graph.initializers))
+    return Skeleton(
+        where=str(graph.path),
+        input_bn=_bn(found.input_bn),
+        stem=[ConvBN(_conv(graph, found.stem_conv), _bn(found.stem_bn))],
+        stem_pool=_pool(found.stem_pool, "max") if found.stem_pool is not None else None,
+        blocks=blocks,
+        final_bn=_bn(found.final_bn),
+        head_pool=_pool(found.head_pool, "avg"),
+        classifier=Linear(
+            linear.node.label, SourceLayer(linear.node.label, linear.node.op_type), SourceTensor(linear.weight, linear.weight_source), bias
+        ),
+    )
+
+
+__all__ = ["Recognised", "recognise", "to_skeleton"]

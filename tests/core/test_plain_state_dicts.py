@@ -75,3 +75,19 @@ def test_ambiguous_and_unknown_layouts_say_which_archs_fit(tmp_path):
         load_model(bad)
     with pytest.raises(CheckpointError, match="unexpected: layer9.0.conv1.weight"):
         load_model(bad, arch="resnet101")
+
+
+def test_an_unregistered_layout_is_read_into_a_spec_from_names_and_shapes(tmp_path):
+    """Half-width bottlenecks (width_per_group 32) fit no registered arch: the spec is read from the
+    names and shapes through the shared converter skeleton, and the model equals torchvision's forward."""
+    sd = torchvision_state_dict(50, num_classes=6, seed=8, width_per_group=32)
+    path = tmp_path / "half.pth"
+    torch.save(sd, path)
+    model, meta = load_model(path)
+    assert meta.arch is None and meta.source.details["arch_inferred"] is True
+    spec = meta.spec
+    assert (spec.block, spec.layers, spec.base_width, spec.stride_in, spec.num_classes) == ("bottleneck", (3, 4, 6, 3), 32, "3x3", 6)
+    assert "no registered arch fits" in meta.notes["architecture"]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchvision_forward(sd, 50, x), rtol=1e-4, atol=1e-4)
