@@ -50,6 +50,7 @@ class SideOptions:
     prototxt: Path | None = None
     mean: Path | None = None
     symbol: Path | None = None
+    ema: bool = False  # the EMA weights of a training checkpoint
 
 
 @dataclass
@@ -127,7 +128,7 @@ def load_side(label: str, path: str | Path, options: SideOptions | None = None) 
 
 
 def _read_checkpoint(path: Path, options: SideOptions):
-    tensors, record, mean_image = read_raw(path)
+    tensors, record, mean_image = read_raw(path, ema=options.ema)
     if record is not None:
         metadata = CheckpointMetadata.from_dict(record, None if mean_image is None else mean_image.numpy())
         return metadata.spec, tensors, metadata

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"), help="resize filter (default: metadata)")
     load = parser.add_argument_group("loading")
     load.add_argument("--arch", help="architecture of a plain state dict (default: inferred from names and shapes)")
+    load.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
     load.add_argument("--preset", choices=PRESET_FAMILIES, help="preprocessing family of a plain state dict without metadata (required for those)")
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
@@ -67,18 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_for_validation(path: Path, arch: str | None, preset: str | None):
+def load_for_validation(path: Path, arch: str | None, preset: str | None, ema: bool = False):
     """(model, metadata); a file without toolkit metadata needs ``preset``, since its preprocessing
     would otherwise be a guess and a wrong guess costs accuracy silently."""
     from resnet_port.checkpoints import load_model, read_raw
 
-    _, record, _ = read_raw(path)
+    _, record, _ = read_raw(path, ema=ema)
     if record is None and preset is None:
         raise InputError(
             f"{path}: a plain state dict without toolkit metadata, so its preprocessing is unknown; "
             "pass --preset (torchvision, timm, mmcls, gluon, onnx, mxnet, caffe, cifar)"
         )
-    return load_model(path, arch=arch, preset=preset)
+    return load_model(path, arch=arch, preset=preset, ema=ema)
 
 
 def format_result(result: dict, compare: list[dict] | None) -> str:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.parity:
         if args.checkpoint is not None:
             raise InputError("--parity A B takes the two checkpoints itself; give no other checkpoint")
-        (model_a, meta_a), (model_b, meta_b) = (load_for_validation(p, args.arch, args.preset) for p in args.parity)
+        (model_a, meta_a), (model_b, meta_b) = (load_for_validation(p, args.arch, args.preset, args.ema) for p in args.parity)
         result = compare_checkpoints(
             model_a, meta_a, model_b, meta_b, args.data, args.crops, labels_file=args.labels,
             batch_size=args.batch_size, workers=args.workers, device=args.device, limit=args.limit,
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.checkpoint is None:
         raise InputError("no checkpoint given (validate CHECKPOINT --data DIR, or --parity A B)")
-    model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset)
+    model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset, args.ema)
     result = evaluate(
         model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes,
         resize=args.resize, crop=args.crop, interpolation=args.interpolation, batch_size=args.batch_size,
