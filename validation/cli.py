@@ -98,6 +98,7 @@ def format_result(result: dict, compare: list[dict] | None) -> str:
                 f"published    {row['source']}, {row['crops']}-crop: top-1 error {row['top1_error']:.2f}%, "
                 f"top-5 error {row['top5_error']:.2f}%"
                 + (f"  (measured {row['measured_top1_error']:.2f}% / {row['measured_top5_error']:.2f}%)" if row["same_protocol"] else "  (other protocol)")
+                + ("  [this checkpoint's weight source]" if row.get("same_source") else "")
             )
     return "\n".join(lines)
 
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     compare = None
     if args.compare_published:
-        compare = comparison_rows(metadata.arch, args.crops, result["top1_error"], result["top5_error"])
+        source = metadata.published.get("weight_source")  # recorded by converters / --preset
+        compare = comparison_rows(metadata.arch, args.crops, result["top1_error"], result["top5_error"], source=source)
         result["published"] = compare
     print(format_result(result, compare), file=sys.stdout if args.json != "-" else sys.stderr)
     if args.per_class:
