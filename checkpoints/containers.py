@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
+from resnet_port.checkpoints.untrusted import StandIn
 from resnet_port.errors import CheckpointError
 
 # Keys that hold the model's own weights, and keys that hold an exponential moving average of them.
@@ -106,6 +107,52 @@ def _strip_wrapper(state: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state)
 
 
+def module_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The state_dict of a whole pickled ``nn.Module`` (``torch.save(model)``), loaded as inert stand-ins,
+    read from the attributes the pickle recorded (``_parameters``, persistent ``_buffers``, ``_modules``);
+    None when ``obj`` is not such a module."""
+    if not (isinstance(obj, StandIn) and isinstance(obj.state, dict) and "_parameters" in obj.state and "_modules" in obj.state):
+        return None
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(module: Any, prefix: str, depth: int) -> None:
+        state = module.state if isinstance(module, StandIn) else None
+        if not isinstance(state, dict) or depth > 64:
+            return
+        skip = state.get("_non_persistent_buffers_set")
+        skip = skip if isinstance(skip, set) else set()
+        for table, keep in (("_parameters", lambda n: True), ("_buffers", lambda n: n not in skip)):
+            entries = state.get(table)
+            if isinstance(entries, Mapping):
+                for name, value in entries.items():
+                    if isinstance(name, str) and isinstance(value, torch.Tensor) and keep(name):
+                        out[prefix + name] = value.detach()
+        children = state.get("_modules")
+        if isinstance(children, Mapping):
+            for name, child in children.items():
+                if isinstance(name, str):
+                    walk(child, f"{prefix}{name}.", depth + 1)
+
+    walk(obj, "", 0)
+    return out or None
+
+
+def _unpickled_modules(payload: Any) -> tuple[Any, list[str]]:
+    """``payload`` with whole pickled modules (at the top or under a key) replaced by their state_dicts."""
+    found = []
+    whole = module_state_dict(payload)
+    if whole is not None:
+        return whole, [payload.qualified_name]
+    if isinstance(payload, Mapping):
+        payload = dict(payload)
+        for key, value in payload.items():
+            state = module_state_dict(value)
+            if state is not None:
+                payload[key] = state
+                found.append(f"{key}: {value.qualified_name}")
+    return payload, found
+
+
 def _candidates(payload: Mapping[str, Any], keys: tuple[str, ...], prefix: str = "", depth: int = 0) -> list[tuple[str, Mapping]]:
     """(key path, state_dict) for each of ``keys`` present, looking one wrapper deeper ({'model': {'state_dict': ...}})."""
     found = []
@@ -129,11 +176,14 @@ def _dedupe(found: list[tuple[str, Mapping]]) -> list[tuple[str, Mapping]]:
 
 def find_weights(path: Path | str, payload: Any, ema: bool = False) -> tuple[dict[str, Any], WeightsChoice]:
     """(state_dict, choice) of the model's weights in ``payload``; with ``ema`` the averaged ones."""
+    payload, modules = _unpickled_modules(payload)
     if not isinstance(payload, Mapping):
         kind = getattr(payload, "qualified_name", type(payload).__name__)
         raise CheckpointError(f"{path}: holds a {kind} object, not a state_dict or a dict holding one")
     kind = container_kind(payload)
     facts = _training_facts(payload)
+    if modules:
+        facts["pickled_modules"] = modules  # read from the recorded attributes; no module code ran
     ema_counters = any(k in payload for k in EMA_COUNTERS) and all(
         k.startswith("module.") for k in payload if k not in EMA_COUNTERS)
     if is_tensor_mapping(payload) and not _candidates(payload, MODEL_KEYS + EMA_KEYS):

@@ -20,6 +20,7 @@ Afterwards numpy scalars, dtypes and plain (non-object) arrays are rebuilt from 
 from __future__ import annotations
 
 import io
+import math
 import pickletools
 import zipfile
 from dataclasses import dataclass, field
@@ -236,7 +237,15 @@ def _numpy_dtype(obj: Any) -> np.dtype | None:
 
 
 def _numpy_value(obj: StandIn) -> Any:
-    """A numpy scalar or array rebuilt from a stand-in, or the stand-in itself when it is not plain data."""
+    """A numpy scalar or array rebuilt from a stand-in, or the stand-in itself when it is not plain data
+    (or when the recorded arguments do not make sense: the file is untrusted)."""
+    try:
+        return _numpy_value_unchecked(obj)
+    except (TypeError, ValueError, OverflowError, MemoryError):
+        return obj
+
+
+def _numpy_value_unchecked(obj: StandIn) -> Any:
     name = obj.qualified_name
     if name in _NUMPY_SCALAR and len(obj.args) == 2 and isinstance(obj.args[1], (bytes, bytearray)):
         dtype = _numpy_dtype(obj.args[0])
@@ -245,8 +254,9 @@ def _numpy_value(obj: StandIn) -> Any:
     if name in _NUMPY_RECONSTRUCT and isinstance(obj.state, tuple) and len(obj.state) == 5:
         _version, shape, dtype_obj, fortran, raw = obj.state
         dtype = _numpy_dtype(dtype_obj)
-        if dtype is not None and isinstance(raw, (bytes, bytearray)) and isinstance(shape, tuple):
-            count = int(np.prod(shape)) if shape else 1
+        if (dtype is not None and isinstance(raw, (bytes, bytearray)) and isinstance(shape, tuple)
+                and all(type(n) is int and n >= 0 for n in shape)):
+            count = math.prod(shape)
             if count * dtype.itemsize == len(raw):
                 return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
     if name == "numpy.dtype":

@@ -324,3 +324,38 @@ def test_other_data_globals_are_stand_ins(tmp_path):
     model, meta = load_model(path)
     _check(model, torchvision_forward, sd, 18)
     assert set(meta.source.details["pickle_stand_ins"]) == {"types.SimpleNamespace", "pathlib.PurePosixPath", "builtins.range"}
+
+
+def _module_tree(sd):
+    """A whole nn.Module (plain Module containers) holding ``sd`` under the same names: parameters for
+    weights, buffers for BN statistics, plus a non-persistent buffer that a state_dict leaves out."""
+    root = torch.nn.Module()
+    for key, value in sd.items():
+        *path, leaf = key.split(".")
+        module = root
+        for part in path:
+            if part not in module._modules:
+                module.add_module(part, torch.nn.Module())
+            module = module._modules[part]
+        if leaf in ("running_mean", "running_var", "num_batches_tracked"):
+            module.register_buffer(leaf, value.clone())
+        else:
+            module.register_parameter(leaf, torch.nn.Parameter(value.clone()))
+    root.register_buffer("scratch", torch.zeros(3), persistent=False)
+    return root
+
+
+@pytest.mark.parametrize("wrap", ["bare", "under_model_key", "data_parallel"])
+def test_whole_pickled_models_give_their_weights(tmp_path, wrap):
+    sd = torchvision_state_dict(18, 10, seed=9)
+    model = _module_tree(sd)
+    if wrap == "data_parallel":  # DataParallel-style: the network under 'module'
+        outer = torch.nn.Module()
+        outer.add_module("module", model)
+        model = outer
+    path = tmp_path / "whole.pt"
+    torch.save(model if wrap != "under_model_key" else {"model": model, "epoch": 5, "optimizer": None}, path)
+    loaded, meta = load_model(path)
+    _check(loaded, torchvision_forward, sd, 18)
+    assert "torch.nn.modules.module.Module" in meta.source.details["pickle_stand_ins"]
+    assert meta.source.details["training"]["pickled_modules"]
