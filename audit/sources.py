@@ -118,6 +118,8 @@ def load_side(label: str, path: str | Path, options: SideOptions | None = None) 
     if not path.is_file():
         raise InputError(f"{path}: no such file (side {label})")
     kind = file_kind(path)
+    if options.ema and kind != "checkpoint":
+        raise InputError(f"{path}: --ema-{label.lower()} picks the EMA weights of a training checkpoint; this is a {kind} file")
     if kind == "checkpoint":
         spec, state_dict, metadata = _read_checkpoint(path, options)
     else:

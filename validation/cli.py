@@ -28,7 +28,7 @@ with Caffe's val.txt ('ILSVRC2012_val_00000001.JPEG 65'). Exit codes: 0 done, 2 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnet_port.checkpoints.presets import PRESET_FAMILIES
+    from resnet_port.checkpoints.presets import PRESET_CHOICES
 
     parser = argparse.ArgumentParser(
         prog="validate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     load = parser.add_argument_group("loading")
     load.add_argument("--arch", help="architecture of a plain state dict (default: inferred from names and shapes)")
     load.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
-    load.add_argument("--preset", choices=PRESET_FAMILIES, help="preprocessing family of a plain state dict without metadata (required for those)")
+    load.add_argument("--preset", choices=PRESET_CHOICES, help="preprocessing family of a plain state dict without metadata (required "
+                      "for those), or the weight source it holds (e.g. gluoncv, timm-gluon: --compare-published then marks its rows)")
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     run.add_argument("--batch-size", type=int, help="images per batch (default: ~8 crops a batch on CPU, ~256 on GPU)")

@@ -359,3 +359,16 @@ def test_whole_pickled_models_give_their_weights(tmp_path, wrap):
     _check(loaded, torchvision_forward, sd, 18)
     assert "torch.nn.modules.module.Module" in meta.source.details["pickle_stand_ins"]
     assert meta.source.details["training"]["pickled_modules"]
+
+
+def test_audit_ema_on_a_non_checkpoint_is_refused(tmp_path, capsys):
+    from resnet_port.audit.cli import main as audit_main
+    from resnet_port.audit.sources import HDF5_MAGIC
+
+    h5 = tmp_path / "net.caffemodel.h5"
+    h5.write_bytes(HDF5_MAGIC + bytes(64))
+    bare = tmp_path / "bare.pth"
+    torch.save(torchvision_state_dict(18, 10), bare)
+    assert audit_main([str(h5), str(bare), "--ema-a"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "net.caffemodel.h5" in err and "--ema-a" in err

@@ -158,3 +158,18 @@ def test_no_machine_paths_in_the_product():
             if re.search(r"['\"`(]/work/|/work/shared", path.read_text(errors="replace")):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_a_preset_can_name_the_weight_source(tmp_path):
+    """--preset gluoncv: gluon-cv's v1b weights in a torchvision layout; validate then marks gluon-cv's row."""
+    from resnet_port.validation.cli import build_parser
+
+    path = tmp_path / "resnet50_v1b.pth"
+    torch.save(torchvision_state_dict(50, 1000, seed=2), path)
+    _, meta = load_model(path, preset="gluoncv")
+    assert meta.arch == "resnet50" and meta.published["weight_source"] == "gluoncv"
+    assert meta.published["results"] == [{"crops": 1, "top1_error": round(100 - 77.67, 6), "top5_error": round(100 - 93.82, 6)}]
+    rows = comparison_rows(meta.arch, 1, 0.2233, 0.0618, source=meta.published["weight_source"])
+    assert rows[0]["source"] == "gluon-cv v1b" and rows[0]["same_source"] is True
+    args = build_parser().parse_args([str(path), "--data", str(tmp_path), "--preset", "timm-gluon"])
+    assert args.preset == "timm-gluon"
