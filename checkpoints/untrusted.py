@@ -110,9 +110,32 @@ class StandIn:
         return out
 
 
-def stand_in_for(name: str) -> type[StandIn]:
+# dict subclasses pickled with their items (SETITEMS), which torch's unpickler only applies to a real
+# dict: these globals load as plain dicts (the items kept, the class and its code dropped).
+DICT_LIKE = frozenset({
+    "collections.defaultdict",
+    "addict.addict.Dict",
+    "mmengine.config.config.ConfigDict",
+    "mmcv.utils.config.ConfigDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "lightning.fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+})
+
+
+class _PlainDict:
+    """Stand-in for a dict subclass: creating or calling it gives an empty plain dict, whatever the
+    arguments (a defaultdict's factory is dropped), which the pickle's items then fill."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> dict:  # type: ignore[misc]
+        return {}
+
+
+def stand_in_for(name: str) -> type:
     """A fresh `StandIn` subclass for the global ``name`` (one class per global, so each instance knows it)."""
     leaf = name.rsplit(".", 1)[-1]
+    if name in DICT_LIKE:
+        return type(f"PlainDict_{leaf}", (_PlainDict,), {"qualified_name": name, "__module__": __name__})
     return type(f"StandIn_{leaf}", (StandIn,), {"qualified_name": name, "__module__": __name__})
 
 

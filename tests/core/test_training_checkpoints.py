@@ -372,3 +372,49 @@ def test_audit_ema_on_a_non_checkpoint_is_refused(tmp_path, capsys):
     assert audit_main([str(h5), str(bare), "--ema-a"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "net.caffemodel.h5" in err and "--ema-a" in err
+
+
+ATTRIBUTE_DICT = '''
+class AttributeDict(dict):
+    """Like Lightning's: a dict whose items read as attributes (the test's own stand-in package)."""
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(key) from exc
+    def __setattr__(self, key, value):
+        self[key] = value
+'''
+
+
+def test_dict_subclasses_load_as_plain_dicts(tmp_path):
+    """Lightning-style checkpoints: hyper_parameters in an AttributeDict (a dict subclass whose items
+    the pickle sets one by one), plus a defaultdict; the weights under 'state_dict' with 'model.' names."""
+    from collections import defaultdict
+
+    site = tmp_path / "site"
+    (site / "lightning_fabric" / "utilities").mkdir(parents=True)
+    (site / "lightning_fabric" / "__init__.py").write_text("")
+    (site / "lightning_fabric" / "utilities" / "__init__.py").write_text("")
+    (site / "lightning_fabric" / "utilities" / "data.py").write_text(ATTRIBUTE_DICT)
+    sd = torchvision_state_dict(18, 10, seed=11)
+    counts = defaultdict(list, {"a": [1, 2]})
+    path = tmp_path / "epoch=3-step=900.ckpt"
+    sys.path.insert(0, str(site))
+    try:
+        from lightning_fabric.utilities.data import AttributeDict
+
+        hparams = AttributeDict(lr=0.1, arch="resnet18", num_classes=10)
+        torch.save({"epoch": 3, "global_step": 900, "pytorch-lightning_version": "2.4.0",
+                    "state_dict": OrderedDict((f"model.{k}", v) for k, v in sd.items()),
+                    "hyper_parameters": hparams, "counts": counts, "optimizer_states": [], "lr_schedulers": []}, path)
+    finally:
+        sys.path.remove(str(site))
+        for name in [n for n in sys.modules if n.startswith("lightning_fabric")]:
+            del sys.modules[name]
+    model, meta = load_model(path)
+    _check(model, torchvision_forward, sd, 18)
+    assert {"collections.defaultdict", "lightning_fabric.utilities.data.AttributeDict"} <= set(meta.source.details["pickle_stand_ins"])
+    payload = load_untrusted(path).payload
+    assert type(payload["hyper_parameters"]) is dict and payload["hyper_parameters"] == {"lr": 0.1, "arch": "resnet18", "num_classes": 10}
+    assert type(payload["counts"]) is dict and payload["counts"] == {"a": [1, 2]}
