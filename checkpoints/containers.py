@@ -60,8 +60,10 @@ def is_tensor_mapping(value: Any) -> bool:
 def container_kind(payload: Mapping[str, Any]) -> str:
     """Which tool's layout the dict has (for the report; the rules below do not depend on it except mmengine's)."""
     keys = set(payload)
-    if "message_hub" in keys or ("meta" in keys and "state_dict" in keys and "arch" not in keys):
+    if "message_hub" in keys:
         return "mmengine"
+    if "meta" in keys and "state_dict" in keys and "arch" not in keys:
+        return "mmcv/mmengine runner"
     if {"arch", "state_dict", "version"} <= keys:
         return "timm train.py"
     if {"model", "args"} <= keys and ("lr_scheduler" in keys or "optimizer" in keys or "epoch" in keys):
@@ -174,8 +176,49 @@ def _dedupe(found: list[tuple[str, Mapping]]) -> list[tuple[str, Mapping]]:
     return out
 
 
+def _ema_buffers(state: Mapping[str, Any]) -> dict[str, str]:
+    """{parameter name: its ``ema_<name with dots as underscores>`` buffer}, as mmcv's EMAHook registers
+    them inside the model; empty unless every ``ema_`` key is such a buffer of a key present."""
+    flat = {f"ema_{k.replace('.', '_')}": k for k in state if not k.startswith("ema_")}
+    emas = [k for k in state if k.startswith("ema_")]
+    if not emas or any(k not in flat for k in emas):
+        return {}
+    return {flat[k]: k for k in emas}
+
+
+def _split_ema_buffers(path: Path | str, state: dict[str, Any], choice: WeightsChoice, ema: bool
+                       ) -> tuple[dict[str, Any], WeightsChoice]:
+    """mmcv's EMAHook keeps the average as ``ema_*`` buffers and swaps them with the parameters before
+    a checkpoint is saved: the parameters hold the averaged weights, the buffers the raw ones."""
+    pairs = _ema_buffers(state)
+    if not pairs:
+        return state, choice
+    out = {k: v for k, v in state.items() if not k.startswith("ema_")}
+    if not ema:
+        out.update({name: state[buffer] for name, buffer in pairs.items()})
+    choice.rule += ("; mmcv's EMAHook swapped its ema_* buffers with the parameters before saving, so the "
+                    + ("parameters hold the averaged weights" if ema else "ema_* buffers hold the raw weights"))
+    choice.ema = ema
+    return out, choice
+
+
 def find_weights(path: Path | str, payload: Any, ema: bool = False) -> tuple[dict[str, Any], WeightsChoice]:
     """(state_dict, choice) of the model's weights in ``payload``; with ``ema`` the averaged ones."""
+    try:
+        state, choice = _find_weights(path, payload, ema)
+    except _WantBuffers:  # --ema, and the averaged weights are the parameters themselves (mmcv's swap)
+        state, choice = _find_weights(path, payload, False)
+        return _split_ema_buffers(path, state, choice, True)
+    if ema:
+        return state, choice
+    return _split_ema_buffers(path, state, choice, False)
+
+
+class _WantBuffers(Exception):
+    """--ema found no EMA entry, but the model weights may hold mmcv's ema_* buffers."""
+
+
+def _find_weights(path: Path | str, payload: Any, ema: bool) -> tuple[dict[str, Any], WeightsChoice]:
     payload, modules = _unpickled_modules(payload)
     if not isinstance(payload, Mapping):
         kind = getattr(payload, "qualified_name", type(payload).__name__)
@@ -188,11 +231,13 @@ def find_weights(path: Path | str, payload: Any, ema: bool = False) -> tuple[dic
         k.startswith("module.") for k in payload if k not in EMA_COUNTERS)
     if is_tensor_mapping(payload) and not _candidates(payload, MODEL_KEYS + EMA_KEYS):
         if ema and not ema_counters:
+            if _ema_buffers(payload):
+                raise _WantBuffers()
             raise CheckpointError(f"{path}: --ema given, but the file is a bare state_dict with no EMA weights")
         rule = "the file is an averaged model's state_dict" if ema_counters else "the file is a bare state_dict"
         return _strip_wrapper(payload), WeightsChoice(None, "state_dict", ema, rule, facts)
 
-    if kind == "mmengine" and is_tensor_mapping(payload.get("ema_state_dict")) and is_tensor_mapping(payload.get("state_dict")):
+    if kind.startswith("mm") and is_tensor_mapping(payload.get("ema_state_dict")) and is_tensor_mapping(payload.get("state_dict")):
         # mmengine's EMAHook swaps the two before saving: 'state_dict' holds the averaged weights.
         key = "state_dict" if ema else "ema_state_dict"
         rule = ("mmengine's EMAHook saves the averaged weights under 'state_dict' and the raw ones under "
@@ -216,6 +261,9 @@ def find_weights(path: Path | str, payload: Any, ema: bool = False) -> tuple[dic
     others = _dedupe(others)
     holds = ", ".join(repr(k) for k in list(payload)[:20])
     if ema:
+        main = _dedupe(_candidates(payload, MODEL_KEYS))
+        if len(main) == 1 and _ema_buffers(main[0][1]):
+            raise _WantBuffers()
         raise CheckpointError(f"{path}: --ema given, but the file holds no EMA weights (looked for "
                               f"{', '.join(EMA_KEYS)}; it holds {holds})")
     ema_found = _dedupe(_candidates(payload, EMA_KEYS))

@@ -418,3 +418,27 @@ def test_dict_subclasses_load_as_plain_dicts(tmp_path):
     payload = load_untrusted(path).payload
     assert type(payload["hyper_parameters"]) is dict and payload["hyper_parameters"] == {"lr": 0.1, "arch": "resnet18", "num_classes": 10}
     assert type(payload["counts"]) is dict and payload["counts"] == {"a": [1, 2]}
+
+
+def test_mmcv_ema_buffers_swapped_into_the_model(tmp_path):
+    """mmcv's EMAHook: ema_<name> buffers beside every parameter, swapped before saving, so the
+    parameters hold the average and the buffers the raw weights."""
+    raw, averaged = mmcls_v1d_state_dict(50, 10, seed=12), mmcls_v1d_state_dict(50, 10, seed=13)
+    params = [k for k in raw if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    state = OrderedDict((k, averaged[k] if k in params else raw[k]) for k in raw)
+    for k in params:
+        state[f"ema_{k.replace('.', '_')}"] = raw[k]
+    path = tmp_path / "epoch_100.pth"
+    torch.save({"meta": {"epoch": 100, "mmcv_version": "1.7.0", "CLASSES": list("abcdefghij")}, "state_dict": state,
+                "optimizer": {"state": {}, "param_groups": []}}, path)
+    expect_ema = {k: averaged[k] if k in params else raw[k] for k in raw}
+    model, meta = load_model(path)
+    _check(model, mmcls_v1d_forward, raw, 50)
+    assert "raw weights" in meta.source.details["rule"]
+    model_ema, meta_ema = load_model(path, ema=True)
+    _check(model_ema, mmcls_v1d_forward, expect_ema, 50)
+    assert "averaged weights" in meta_ema.source.details["rule"] and meta_ema.source.details["ema"] is True
+    bare = tmp_path / "bare.pth"  # the same, as a bare state_dict
+    torch.save(state, bare)
+    _check(load_model(bare, ema=True)[0], mmcls_v1d_forward, expect_ema, 50)
+    _check(load_model(bare)[0], mmcls_v1d_forward, raw, 50)
