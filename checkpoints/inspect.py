@@ -61,6 +61,11 @@ def format_summary(info: dict[str, Any]) -> str:
         + (f" (weights from {info['source']['details']['weights_key']!r} of a {info['source']['details']['container']} file)"
            if info["source"]["details"].get("weights_key") else ""),
     ]
+    details = info["source"]["details"]
+    if details.get("training"):
+        lines.append(f"training      {json.dumps(details['training'])}")
+    if details.get("pickle_stand_ins"):
+        lines.append(f"stand-ins     {', '.join(details['pickle_stand_ins'])} (recorded, never imported or run)")
     for f in info["source"]["files"]:
         lines.append(f"  file        {f['path']}  sha256 {f['sha256']}  {f['size']:,} bytes")
     if info["conversion_report"]:

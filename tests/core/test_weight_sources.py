@@ -173,3 +173,21 @@ def test_a_preset_can_name_the_weight_source(tmp_path):
     assert rows[0]["source"] == "gluon-cv v1b" and rows[0]["same_source"] is True
     args = build_parser().parse_args([str(path), "--data", str(tmp_path), "--preset", "timm-gluon"])
     assert args.preset == "timm-gluon"
+
+
+def test_mxnet_and_caffe_metadata_name_their_source(tmp_path):
+    from resnet_port.checkpoints.weight_sources import listed_source, published_record
+    from resnet_port.converters.mxnet.shared import metadata
+    from resnet_port.resnet_ref import get_spec
+
+    params = tmp_path / "resnet18_v1.params"
+    params.write_bytes(b"x")
+    meta = metadata(get_spec("resnet18_v1", 1000), "resnet18_v1", [params], {}, "gluon")
+    assert meta.published["weight_source"] == "gluon-zoo" and meta.published["results"] == []
+    assert meta.preprocessing.mean == IMAGENET_MEAN and meta.preprocessing.pixel_max == 1.0
+    sym = metadata(get_spec("resnet18_v1", 1000), None, [params], {}, "mxnet")
+    assert sym.published["weight_source"] == "mxnet-symbol" and sym.preprocessing.pixel_max == 255.0
+    # convert-caffe claims Kaiming He's release only for the release's networks
+    assert published_record("caffe_resnet152", listed_source("caffe_resnet152", "caffe-release"))["results"] == [
+        {"crops": 1, "top1_error": 23.0, "top5_error": 6.7}, {"crops": 10, "top1_error": 21.4, "top5_error": 5.7}]
+    assert published_record("resnet50", listed_source("resnet50", "caffe-release")) == {}
