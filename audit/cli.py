@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(f"--preset-{side}", metavar="FAMILY", help="preprocessing preset of a plain state_dict")
         group.add_argument(f"--prototxt-{side}", type=Path, metavar="FILE", help="deploy prototxt of a Caffe file")
         group.add_argument(f"--mean-{side}", type=Path, metavar="FILE", help="mean .binaryproto of a Caffe file")
+        group.add_argument(f"--ema-{side}", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
         group.add_argument(f"--symbol-{side}", type=Path, metavar="FILE", help="symbol JSON of an MXNet .params")
     parser.add_argument("--images", type=Path, metavar="DIR", help="compare on these images too (instead of seeded ones)")
     parser.add_argument("-n", "--num-inputs", type=int, default=4, help="seeded inputs, or images read from --images (default 4)")
@@ -73,6 +74,7 @@ def _options(args: argparse.Namespace, side: str) -> SideOptions:
         prototxt=getattr(args, f"prototxt_{side}"),
         mean=getattr(args, f"mean_{side}"),
         symbol=getattr(args, f"symbol_{side}"),
+        ema=getattr(args, f"ema_{side}"),
     )
 
 

@@ -50,6 +50,7 @@ class SideOptions:
     prototxt: Path | None = None
     mean: Path | None = None
     symbol: Path | None = None
+    ema: bool = False  # the EMA weights of a training checkpoint
 
 
 @dataclass
@@ -117,6 +118,8 @@ def load_side(label: str, path: str | Path, options: SideOptions | None = None) 
     if not path.is_file():
         raise InputError(f"{path}: no such file (side {label})")
     kind = file_kind(path)
+    if options.ema and kind != "checkpoint":
+        raise InputError(f"{path}: --ema-{label.lower()} picks the EMA weights of a training checkpoint; this is a {kind} file")
     if kind == "checkpoint":
         spec, state_dict, metadata = _read_checkpoint(path, options)
     else:
@@ -127,7 +130,7 @@ def load_side(label: str, path: str | Path, options: SideOptions | None = None) 
 
 
 def _read_checkpoint(path: Path, options: SideOptions):
-    tensors, record, mean_image = read_raw(path)
+    tensors, record, mean_image = read_raw(path, ema=options.ema)
     if record is not None:
         metadata = CheckpointMetadata.from_dict(record, None if mean_image is None else mean_image.numpy())
         return metadata.spec, tensors, metadata

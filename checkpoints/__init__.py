@@ -16,6 +16,7 @@ from resnet_port.checkpoints.metadata import (
     sha256_file,
 )
 from resnet_port.checkpoints.presets import preset_preprocessing
+from resnet_port.checkpoints.weight_sources import SOURCES, WEIGHTS, source_preprocessing, weight_records
 
 __all__ = [
     "IMAGENET_CLASS_ORDER",
@@ -29,6 +30,10 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "preset_preprocessing",
+    "SOURCES",
+    "WEIGHTS",
+    "source_preprocessing",
+    "weight_records",
     "read_raw",
     "save_checkpoint",
     "sha256_file",

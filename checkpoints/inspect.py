@@ -13,9 +13,9 @@ from resnet_port.cli import run_cli, write_json
 from resnet_port.resnet_ref import count_flops, count_params, find_arch
 
 
-def summarize(path: str | Path, arch: str | None = None, preset: str | None = None) -> dict[str, Any]:
+def summarize(path: str | Path, arch: str | None = None, preset: str | None = None, ema: bool = False) -> dict[str, Any]:
     """The facts `inspect-checkpoint` prints, recomputed from the weights where they can be."""
-    model, meta = load_model(path, arch=arch, preset=preset)
+    model, meta = load_model(path, arch=arch, preset=preset, ema=ema)
     pre = meta.preprocessing
     size = pre.crop
     return {
@@ -57,8 +57,15 @@ def format_summary(info: dict[str, Any]) -> str:
         + (f"mean image {pre['mean_image_shape']}" if pre["mean_image_shape"] else f"mean {pre['mean']}")
         + f", std {pre['std']}",
         f"geometry      resize {pre['resize']} ({pre['interpolation']}), crop {pre['crop']}",
-        f"source        {info['source']['framework']}",
+        f"source        {info['source']['framework']}"
+        + (f" (weights from {info['source']['details']['weights_key']!r} of a {info['source']['details']['container']} file)"
+           if info["source"]["details"].get("weights_key") else ""),
     ]
+    details = info["source"]["details"]
+    if details.get("training"):
+        lines.append(f"training      {json.dumps(details['training'])}")
+    if details.get("pickle_stand_ins"):
+        lines.append(f"stand-ins     {', '.join(details['pickle_stand_ins'])} (recorded, never imported or run)")
     for f in info["source"]["files"]:
         lines.append(f"  file        {f['path']}  sha256 {f['sha256']}  {f['size']:,} bytes")
     if info["conversion_report"]:
@@ -81,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="a .pth / .safetensors file")
     parser.add_argument("--arch", help="architecture of a plain state_dict (default: inferred from names and shapes)")
     parser.add_argument("--preset", help="preprocessing preset for a plain state_dict (torchvision, mmcls, timm, gluon, caffe, mxnet)")
+    parser.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON to FILE (or stdout when no FILE)")
     return parser
 
@@ -88,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    info = summarize(args.checkpoint, arch=args.arch, preset=args.preset)
+    info = summarize(args.checkpoint, arch=args.arch, preset=args.preset, ema=args.ema)
     if args.json:
         write_json(args.json, info)
         if args.json == "-":

@@ -13,13 +13,16 @@ import os
 import pickle
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
+from resnet_port.checkpoints.containers import WeightsChoice, find_weights
 from resnet_port.checkpoints.metadata import CheckpointMetadata
+from resnet_port.checkpoints.untrusted import UnsafeGlobalError, load_untrusted
 from resnet_port.errors import CheckpointError
 from resnet_port.resnet_ref import ResNet, ResNetSpec, build_model, state_dict_problems
 
@@ -91,8 +94,38 @@ def save_checkpoint(
     return path
 
 
-def read_raw(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, torch.Tensor | None]:
+@dataclass
+class RawCheckpoint:
+    """What a checkpoint file holds, read untrusted-safe: the tensors, the toolkit record (None for
+    files from elsewhere), the mean image, which entry the weights came from, and which foreign
+    globals were loaded as inert stand-ins."""
+
+    tensors: dict[str, torch.Tensor]
+    record: dict[str, Any] | None
+    mean_image: torch.Tensor | None
+    choice: WeightsChoice | None = None
+    stand_ins: list[str] = field(default_factory=list)
+
+    def details(self) -> dict[str, Any]:
+        """Facts for ``SourceInfo.details``: the weights entry, the container, the stand-ins."""
+        out: dict[str, Any] = {}
+        if self.choice is not None:
+            out.update(self.choice.to_dict())
+        if self.stand_ins:
+            out["pickle_stand_ins"] = list(self.stand_ins)
+        return out
+
+
+def read_raw(
+    path: str | Path, ema: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, torch.Tensor | None]:
     """(tensors, toolkit record or None, mean image or None) from any supported file, untrusted-safe."""
+    raw = read_checkpoint(path, ema=ema)
+    return raw.tensors, raw.record, raw.mean_image
+
+
+def read_checkpoint(path: str | Path, ema: bool = False) -> RawCheckpoint:
+    """Read any supported file; ``ema`` picks the EMA weights of a training checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -101,8 +134,11 @@ def read_raw(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] 
     if len(head) < 8:
         raise CheckpointError(f"{path}: {len(head)} bytes is too short to be a checkpoint")
     if _looks_like_safetensors(path, head):
-        return _read_safetensors(path)
-    return _read_torch(path, head)
+        tensors, record, mean_image = _read_safetensors(path)
+        if ema:
+            raise CheckpointError(f"{path}: --ema given, but a safetensors file holds one set of weights, no EMA entry")
+        return RawCheckpoint(tensors, record, mean_image)
+    return _read_torch(path, head, ema)
 
 
 def _looks_like_safetensors(path: Path, head: bytes) -> bool:
@@ -128,28 +164,37 @@ def _read_safetensors(path: Path):
     return tensors, record, mean_image
 
 
-def _read_torch(path: Path, head: bytes):
+def _read_torch(path: Path, head: bytes, ema: bool) -> RawCheckpoint:
     if not (head.startswith(b"PK") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path}: not a PyTorch or safetensors checkpoint (unrecognised first bytes {head[:8]!r})")
     try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+        loaded = load_untrusted(path)
+    except UnsafeGlobalError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle names the global {exc.name}, which is code (it could run "
+            "commands, import modules or read files). Only data is loaded from checkpoints."
+        ) from exc
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
         reason = next((line for line in first if "GLOBAL" in line or "global" in line), first[0] if first else "")
         raise CheckpointError(
-            f"{path}: refused to load: the pickle needs more than tensors and plain containers, which could run "
-            f"code ({reason.strip()[:200]}). Only weights-only checkpoints are loaded."
+            f"{path}: refused to load: the pickle needs more than tensors, plain containers and inert objects, which "
+            f"could run code ({reason.strip()[:200]}). Only weights-only checkpoints are loaded."
         ) from exc
     except Exception as exc:  # torch.load raises a dozen undocumented types on damaged bytes (found by fuzzing)
         raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    payload = loaded.payload
     if isinstance(payload, dict) and payload.get("format") == FORMAT_NAME:
         _check_format(path, payload)
         record = _parse_json(path, payload.get("metadata"))
         state = payload.get("state_dict")
         if not isinstance(state, dict):
             raise CheckpointError(f"{path}: toolkit checkpoint without a state_dict")
-        return _tensor_dict(path, state), record, payload.get("mean_image")
-    return _tensor_dict(path, unwrap_state_dict(path, payload)), None, None
+        if ema:
+            raise CheckpointError(f"{path}: --ema given, but a toolkit checkpoint holds one set of weights, no EMA entry")
+        return RawCheckpoint(_tensor_dict(path, state), record, payload.get("mean_image"), stand_ins=loaded.stand_ins)
+    state, choice = find_weights(path, payload, ema=ema)
+    return RawCheckpoint(_tensor_dict(path, state), None, None, choice, loaded.stand_ins)
 
 
 def _check_format(path: Path, wrapper: Mapping[str, Any]) -> None:
@@ -172,21 +217,9 @@ def _parse_json(path: Path, text: Any) -> dict[str, Any]:
     return data
 
 
-def unwrap_state_dict(path: Path | str, payload: Any) -> dict[str, Any]:
-    """Find the state_dict inside the wrappers training scripts put around it."""
-    seen = 0
-    while isinstance(payload, dict) and seen < 4:
-        for key in ("state_dict", "model", "state_dict_ema", "model_ema", "module", "net"):
-            inner = payload.get(key)
-            if isinstance(inner, dict) and inner and any(isinstance(v, (torch.Tensor, dict)) for v in inner.values()):
-                payload = inner
-                break
-        else:
-            break
-        seen += 1
-    if not isinstance(payload, dict) or not any(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise CheckpointError(f"{path}: holds no state_dict (expected a mapping of names to tensors)")
-    return payload
+def unwrap_state_dict(path: Path | str, payload: Any, ema: bool = False) -> dict[str, Any]:
+    """Find the state_dict inside the wrappers training scripts put around it (see `find_weights`)."""
+    return find_weights(path, payload, ema=ema)[0]
 
 
 def _tensor_dict(path: Path | str, state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -225,20 +258,28 @@ def load_checkpoint(path: str | Path) -> tuple[ResNetSpec, dict[str, torch.Tenso
 
 
 def load_model(
-    path: str | Path, arch: str | None = None, preset: str | None = None
+    path: str | Path, arch: str | None = None, preset: str | None = None, ema: bool = False
 ) -> tuple[ResNet, CheckpointMetadata]:
     """Load any checkpoint this toolkit can read into the reference model, in eval mode.
 
-    Toolkit checkpoints carry their spec.  Plain torchvision / timm / mmcls state dicts need
-    ``arch`` or are matched against every registered architecture by names and shapes.
+    Toolkit checkpoints carry their spec.  Plain torchvision / timm / mmcls state dicts, bare or inside
+    a training checkpoint, need ``arch`` or are matched against every registered architecture by names
+    and shapes; ``ema`` takes a training checkpoint's EMA weights.
     """
     from resnet_port.checkpoints.plain import metadata_for_plain
 
-    tensors, record, mean_image = read_raw(path)
-    if record is not None:
-        metadata = CheckpointMetadata.from_dict(record, None if mean_image is None else mean_image.numpy())
+    raw = read_checkpoint(path, ema=ema)
+    if raw.record is not None:
+        metadata = CheckpointMetadata.from_dict(raw.record, None if raw.mean_image is None else raw.mean_image.numpy())
         if arch is not None and metadata.arch not in (None, arch):
             raise CheckpointError(f"{path}: --arch {arch} given, but the checkpoint says it is {metadata.arch}")
-        return _model_from(metadata.spec, tensors, str(path)), metadata
-    state_dict, metadata = metadata_for_plain(Path(path), tensors, arch=arch, preset=preset)
+        return _model_from(metadata.spec, raw.tensors, str(path)), metadata
+    state_dict, metadata = metadata_for_plain(Path(path), raw.tensors, arch=arch, preset=preset)
+    metadata.source.details.update(raw.details())
+    if raw.choice is not None and raw.choice.key is not None:
+        metadata.notes["weights"] = f"weights from {raw.choice.key!r} of a {raw.choice.container} file ({raw.choice.rule})"
+    if raw.stand_ins:
+        metadata.notes["pickle_stand_ins"] = (
+            "loaded as inert stand-ins (recorded, never imported or run): " + ", ".join(raw.stand_ins)
+        )
     return _model_from(metadata.spec, state_dict, str(path)), metadata

@@ -18,6 +18,7 @@ import torch
 
 from resnet_port.checkpoints.metadata import CheckpointMetadata, SourceFile, SourceInfo
 from resnet_port.checkpoints.presets import preset_preprocessing
+from resnet_port.checkpoints.weight_sources import published_record
 from resnet_port.errors import CheckpointError, ConversionError
 from resnet_port.resnet_ref import ResNet, ResNetSpec, arch_info, get_spec, list_archs
 
@@ -183,6 +184,8 @@ def metadata_for_plain(
         preprocessing=preset_preprocessing(family),
         source=SourceInfo(framework=layout, files=[SourceFile.of(path)], details={"arch_inferred": inferred}),
         notes={"preprocessing": f"preset {family!r}: the file itself carries no preprocessing"},
+        # the weight source is known only when the user names it or the layout is one source's own
+        published=published_record(arch, preset or ("mmcls" if layout == "mmcls" else None)),
     )
     if arch is None:
         metadata.notes["architecture"] = (

@@ -78,6 +78,7 @@ class OptimizerPlan:
         return {
             "solver": s.path,
             "base_lr": s.base_lr,
+            "type": s.solver_type,
             "momentum": s.momentum,
             "weight_decay": s.weight_decay,
             "regularization_type": s.regularization,
@@ -106,7 +107,7 @@ class OptimizerPlan:
     def render(self) -> str:
         """Python a user can paste, with the reasons and the rate table as comments."""
         s = self.solver
-        lines = [f"# {s.path}: Caffe SGD, base_lr {s.base_lr:g}, momentum {s.momentum:g}, "
+        lines = [f"# {s.path}: Caffe {s.solver_type}, base_lr {s.base_lr:g}, momentum {s.momentum:g}, "
                  f"weight_decay {s.weight_decay:g} ({s.regularization}), lr_policy {s.lr_policy}, max_iter {s.max_iter}"]
         lines += [f"# {r}" for r in self.reasons]
         lines.append("import torch")
@@ -126,13 +127,15 @@ class OptimizerPlan:
             lines.append(f"    # no Caffe blob, keep frozen: {_summarise(self.frozen)}")
         lines.append("]")
         if self.exact_with_torch_sgd:
-            lines.append(f"optimizer = torch.optim.SGD(param_groups, lr={s.base_lr:g}, momentum={s.momentum:g})")
+            nesterov = ", nesterov=True" if s.nesterov and s.momentum > 0 else ""
+            lines.append(f"optimizer = torch.optim.SGD(param_groups, lr={s.base_lr:g}, momentum={s.momentum:g}{nesterov})")
         else:
             clip = "None" if s.clip_gradients is None else f"{s.clip_gradients:g}"
             lines.append(
                 f"optimizer = CaffeSGD(param_groups, lr={s.base_lr:g}, momentum={s.momentum:g}, "
                 f"weight_decay={s.weight_decay:g}, regularization=\"{s.regularization}\", "
-                f"iter_size={s.iter_size}, clip_gradients={clip})"
+                f"iter_size={s.iter_size}, clip_gradients={clip}"
+                + (", nesterov=True)" if s.nesterov else ")")
             )
         sched = self.scheduler_text()
         if sched:
@@ -181,10 +184,12 @@ class OptimizerPlan:
             else:
                 torch_groups.append({"params": members, "lr_mult": g.lr_mult, "decay_mult": g.decay_mult, "name": g.name})
         if self.exact_with_torch_sgd:
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(torch_groups, lr=s.base_lr, momentum=s.momentum)
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                torch_groups, lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0)
         else:
             optimizer = CaffeSGD(torch_groups, lr=s.base_lr, momentum=s.momentum, weight_decay=s.weight_decay,
-                                 regularization=s.regularization, iter_size=s.iter_size, clip_gradients=s.clip_gradients)
+                                 regularization=s.regularization, iter_size=s.iter_size, clip_gradients=s.clip_gradients,
+                                 nesterov=s.nesterov)
         scheduler = None
         if s.lr_policy != "fixed":
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=s.schedule)
@@ -218,6 +223,7 @@ def _reasons(solver: SolverConfig) -> list[str]:
         SGDHyperParams(solver.base_lr, solver.momentum, solver.weight_decay, "caffe"), "pytorch", lr_changes=not constant
     )
     if not conversion.exact:
+        # the same holds for Nesterov: torch's SGD(nesterov=True) keeps the rate outside the velocity too
         changes = solver.schedule.boundaries()
         where = f" at iterations {_summarise([str(c) for c in changes], 6)}" if changes else " at every iteration"
         out.append(f"torch.optim.SGD is not exact: the rate changes{where} with momentum {solver.momentum:g}; "
@@ -247,8 +253,16 @@ def plan_optimizer(
     optimizer = "finetune.CaffeSGD" if reasons else "torch.optim.SGD"
     if not reasons:
         reasons = ["torch.optim.SGD is exact: " + (
-            "momentum is 0" if solver.momentum == 0 else "the rate is constant for the whole run")]
+            "momentum is 0" if solver.momentum == 0 else "the rate is constant for the whole run")
+            + (" (Caffe's Nesterov step equals torch's nesterov=True then)" if solver.nesterov and solver.momentum else "")]
     notes = []
+    if solver.nesterov:
+        notes.append("type Nesterov: Caffe's NesterovSolver, w -= (1 + momentum) * h - momentum * h_before, with "
+                     "h = momentum * h_before + lr * d as in SGD"
+                     + ("; reproduced by CaffeSGD(nesterov=True)" if optimizer != "torch.optim.SGD"
+                        else "; equal to torch.optim.SGD(nesterov=True) while the rate is constant"))
+    if solver.ignored_fields:
+        notes.append("ignored (they do not change the update): " + ", ".join(solver.ignored_fields))
     if solver.iter_size > 1 and optimizer == "torch.optim.SGD":
         notes.append(f"iter_size {solver.iter_size}: run {solver.iter_size} backward passes per step and divide "
                      "each loss by iter_size (Caffe averages the accumulated gradients)")

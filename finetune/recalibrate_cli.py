@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="unbiased (default; n/(n-1), what PyTorch and Caffe store) or biased (the population variance)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image shuffle (default 0)")
     parser.add_argument("--arch", help="architecture of a plain state_dict")
+    parser.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
     parser.add_argument("--preset", help="preprocessing preset of a plain state_dict (torchvision, caffe, ...)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: from the device)")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.output.resolve() == args.checkpoint.resolve():
         raise InputError(f"{args.output}: the output would overwrite the input checkpoint; choose another -o")
-    model, metadata = load_model(args.checkpoint, arch=args.arch, preset=args.preset)
+    model, metadata = load_model(args.checkpoint, arch=args.arch, preset=args.preset, ema=args.ema)
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as exc:

@@ -12,6 +12,15 @@ schedule (Kaiming He's ResNets among them) are only reproduced by Caffe's rule, 
 implements, including the rest of ``SGDSolver::ApplyUpdate``: gradient clipping on the global L2
 norm, normalisation by ``iter_size``, L2 or L1 weight decay, and per-parameter ``lr_mult`` /
 ``decay_mult``, in Caffe's order.
+
+``nesterov=True`` is Caffe's ``NesterovSolver`` (``type: "Nesterov"``): the same ``ApplyUpdate``
+with another last step.  It keeps the same history ``h`` (rate inside), and instead of stepping by
+the new history it steps back over the old one and beyond the new one::
+
+    h_prev = h;  h = m*h + lr*d;  w = w - ((1 + m)*h - m*h_prev)
+
+With a constant rate this equals ``torch.optim.SGD(nesterov=True)``; at a change of rate it does
+not, for the same reason as plain momentum.
 """
 
 from __future__ import annotations
@@ -37,10 +46,11 @@ class CaffeSGD(torch.optim.Optimizer):
     2. divide by ``iter_size``: PyTorch, like Caffe, sums gradients over the backward passes run
        before a step; run ``iter_size`` backward passes per ``step()``.
     3. weight decay ``weight_decay * decay_mult``: L2 adds ``decay * w``, L1 adds ``decay * sign(w)``.
-    4. ``v = momentum * v + lr * lr_mult * d`` and ``w = w - v``.
+    4. ``v = momentum * v + lr * lr_mult * d`` and ``w = w - v``; with ``nesterov``,
+       ``w = w - ((1 + momentum) * v - momentum * v_before)``.
 
     Param groups may set ``lr``, ``momentum``, ``weight_decay``, ``lr_mult``, ``decay_mult`` and
-    ``regularization``; a torch LR scheduler that writes ``group["lr"]`` between steps (LambdaLR,
+    ``regularization`` (and ``nesterov``); a torch LR scheduler that writes ``group["lr"]`` between steps (LambdaLR,
     MultiStepLR, ...) therefore gets Caffe's behaviour at every change of rate.  Like torch's SGD,
     parameters whose ``.grad`` is None are left alone.  ``.grad`` is never modified.
     """
@@ -57,6 +67,7 @@ class CaffeSGD(torch.optim.Optimizer):
         decay_mult: float = 1.0,
         iter_size: int = 1,
         clip_gradients: float | None = None,
+        nesterov: bool = False,
     ) -> None:
         _check_hyperparameters(lr, momentum, weight_decay, regularization, lr_mult, decay_mult)
         if not isinstance(iter_size, int) or iter_size < 1:
@@ -70,6 +81,7 @@ class CaffeSGD(torch.optim.Optimizer):
             regularization=regularization,
             lr_mult=lr_mult,
             decay_mult=decay_mult,
+            nesterov=bool(nesterov),
         )
         super().__init__(params, defaults)
         self.iter_size = iter_size
@@ -131,9 +143,16 @@ class CaffeSGD(torch.optim.Optimizer):
                 history = state.get("momentum_buffer")
                 if history is None:
                     history = state["momentum_buffer"] = torch.zeros_like(p)
-                # Caffe: history = local_rate * diff + momentum * history; data -= history
-                history.mul_(momentum).add_(d, alpha=rate)
-                p.sub_(history)
+                if group.get("nesterov", False):
+                    # Caffe's NesterovSolver: keep the old history, update it as SGD does, then
+                    # step by (1 + momentum) * new - momentum * old
+                    previous = history.clone()
+                    history.mul_(momentum).add_(d, alpha=rate)
+                    p.sub_(previous.mul_(-momentum).add_(history, alpha=1.0 + momentum))
+                else:
+                    # Caffe: history = local_rate * diff + momentum * history; data -= history
+                    history.mul_(momentum).add_(d, alpha=rate)
+                    p.sub_(history)
         return loss
 
 

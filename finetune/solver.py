@@ -24,6 +24,15 @@ _INLINE_NETS = ("net_param", "train_net_param", "test_net_param")
 # Caffe's UpgradeSolverType: the deprecated enum's names as the string ``type`` spells them.
 _SOLVER_TYPE_NAMES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                       "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+# The solver types reproduced (Caffe's SGDSolver and NesterovSolver); the others are refused by name.
+SUPPORTED_TYPES = ("SGD", "Nesterov")
+# Fields that decide the SGD / Nesterov update or name the net; every other field set is reported as ignored.
+USED_FIELDS = frozenset({
+    "base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "max_iter", "momentum", "weight_decay",
+    "regularization_type", "clip_gradients", "iter_size", "type", "solver_type", "net", "train_net",
+})
+# Fields of the other solver types (AdaGrad/RMSProp/AdaDelta/Adam): SGD and Nesterov never read them.
+_OTHER_SOLVER_FIELDS = frozenset({"delta", "momentum2", "rms_decay"})
 
 
 class SolverError(InputError):
@@ -58,6 +67,16 @@ class SolverConfig:
     fields_set: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def nesterov(self) -> bool:
+        return self.solver_type == "Nesterov"
+
+    @property
+    def ignored_fields(self) -> tuple[str, ...]:
+        """Fields set in the file that do not change the update (testing, snapshots, devices, display,
+        other solver types' fields): read, then ignored, and listed in the plan's notes."""
+        return tuple(f for f in self.fields_set if f not in USED_FIELDS)
+
+    @property
     def lr_policy(self) -> str:
         return self.schedule.policy
 
@@ -73,6 +92,7 @@ class SolverConfig:
             "iter_size": self.iter_size,
             "clip_gradients": self.clip_gradients,
             "net": self.net,
+            "ignored_fields": list(self.ignored_fields),
         }
 
 
@@ -113,10 +133,10 @@ def solver_config(message: Any, where: str) -> SolverConfig:
         if message.HasField("type") and message.type != legacy:
             raise SolverError(f"{where}: solver_type {enum_name} contradicts type {message.type!r}")
         solver_type = legacy
-    if solver_type != "SGD":
+    if solver_type not in SUPPORTED_TYPES:
         raise SolverError(
-            f"{where}: solver type {solver_type!r} is not supported; convert-solver reproduces Caffe's plain "
-            "momentum SGD (type: \"SGD\") only"
+            f"{where}: solver type {solver_type!r} is not supported; convert-solver reproduces Caffe's momentum "
+            "SGD (type: \"SGD\") and Nesterov (type: \"Nesterov\", or solver_type: NESTEROV) solvers only"
         )
     if not message.HasField("lr_policy"):
         raise SolverError(f"{where}: lr_policy is not set (Caffe refuses an empty policy); expected one of "

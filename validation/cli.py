@@ -36,7 +36,7 @@ read in place. Labels are mapped onto the checkpoint's class order. Exit codes: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnet_port.checkpoints.presets import PRESET_FAMILIES
+    from resnet_port.checkpoints.presets import PRESET_CHOICES
     from resnet_port.validation.protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(
@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "cv2: OpenCV, not antialiased (mmcls backend='cv2', Gluon); default: the preset's, else pil")
     load = parser.add_argument_group("loading")
     load.add_argument("--arch", help="architecture of a plain state dict (default: inferred from names and shapes)")
-    load.add_argument("--preset", choices=PRESET_FAMILIES, help="preprocessing family of a plain state dict without metadata (required for those)")
+    load.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
+    load.add_argument("--preset", choices=PRESET_CHOICES, help="preprocessing family of a plain state dict without metadata (required "
+                      "for those), or the weight source it holds (e.g. gluoncv, timm-gluon: --compare-published then marks its rows)")
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     run.add_argument("--batch-size", type=int, help="images per batch (default: ~8 crops a batch on CPU, ~256 on GPU)")
@@ -90,18 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_for_validation(path: Path, arch: str | None, preset: str | None):
+def load_for_validation(path: Path, arch: str | None, preset: str | None, ema: bool = False):
     """(model, metadata); a file without toolkit metadata needs ``preset``, since its preprocessing
     would otherwise be a guess and a wrong guess costs accuracy silently."""
     from resnet_port.checkpoints import load_model, read_raw
 
-    _, record, _ = read_raw(path)
+    _, record, _ = read_raw(path, ema=ema)
     if record is None and preset is None:
         raise InputError(
             f"{path}: a plain state dict without toolkit metadata, so its preprocessing is unknown; "
             "pass --preset (torchvision, timm, mmcls, gluon, onnx, mxnet, caffe, cifar)"
         )
-    return load_model(path, arch=arch, preset=preset)
+    return load_model(path, arch=arch, preset=preset, ema=ema)
 
 
 def format_result(result: dict, compare: list[dict] | None) -> str:
@@ -120,6 +122,7 @@ def format_result(result: dict, compare: list[dict] | None) -> str:
                 f"published    {row['source']}, {row['crops']}-crop: top-1 error {row['top1_error']:.2f}%, "
                 f"top-5 error {row['top5_error']:.2f}%"
                 + (f"  (measured {row['measured_top1_error']:.2f}% / {row['measured_top5_error']:.2f}%)" if row["same_protocol"] else "  (other protocol)")
+                + ("  [this checkpoint's weight source]" if row.get("same_source") else "")
             )
     return "\n".join(lines)
 
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.parity:
         if args.checkpoint is not None:
             raise InputError("--parity A B takes the two checkpoints itself; give no other checkpoint")
-        (model_a, meta_a), (model_b, meta_b) = (load_for_validation(p, args.arch, args.preset) for p in args.parity)
+        (model_a, meta_a), (model_b, meta_b) = (load_for_validation(p, args.arch, args.preset, args.ema) for p in args.parity)
         result = compare_checkpoints(
             model_a, meta_a, model_b, meta_b, args.data, args.crops, labels_file=args.labels,
             batch_size=args.batch_size, workers=args.workers, device=args.device, limit=args.limit,
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.checkpoint is None:
         raise InputError("no checkpoint given (validate CHECKPOINT --data DIR, or --parity A B)")
-    model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset)
+    model, metadata = load_for_validation(args.checkpoint, args.arch, args.preset, args.ema)
     result = evaluate(
         model, metadata, args.data, args.crops, labels_file=args.labels, classes_file=args.classes, devkit=args.devkit,
         resize=args.resize, crop=args.crop, interpolation=args.interpolation, protocol=args.protocol,
@@ -167,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     compare = None
     if args.compare_published:
-        compare = comparison_rows(metadata.arch, args.crops, result["top1_error"], result["top5_error"])
+        source = metadata.published.get("weight_source")  # recorded by converters / --preset
+        compare = comparison_rows(metadata.arch, args.crops, result["top1_error"], result["top5_error"], source=source)
         result["published"] = compare
     print(format_result(result, compare), file=sys.stdout if args.json != "-" else sys.stderr)
     if args.per_class:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, SourceFile, SourceInfo
+from resnet_port.checkpoints.weight_sources import listed_source, published_record
 from resnet_port.converters.caffe.binaryproto import read_binaryproto
 from resnet_port.converters.caffe.caffemodel import CaffeModel, read_caffemodel
 from resnet_port.converters.caffe.errors import CaffeFormatError
@@ -207,6 +208,7 @@ def convert_caffe(
             },
         ),
     )
+    metadata.published = published_record(arch, listed_source(arch, "caffe-release"))
     conversion = finish_conversion(spec, state_dict, metadata, report, where)
     if verify:
         from resnet_port.converters.caffe.verify import verify_conversion

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
+from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
+from resnet_port.checkpoints.weight_sources import published_record, source_preprocessing
 from resnet_port.converters.common import ConversionReport
 from resnet_port.errors import ConversionError
 from resnet_port.resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
@@ -52,7 +53,8 @@ def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dic
     return CheckpointMetadata(
         spec=spec,
         arch=arch,
-        preprocessing=preset_preprocessing(family),
+        preprocessing=source_preprocessing(family),
+        published=published_record(arch, family),  # family: "gluon" (Gluon model zoo) or "mxnet" (symbolic)
         source=SourceInfo(framework="mxnet", files=[SourceFile.of(p) for p in files], details=details),
     )
 

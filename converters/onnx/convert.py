@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo, preset_preprocessing
+from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
+from resnet_port.checkpoints.weight_sources import listed_source, published_record, source_preprocessing
 from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.converters.build import build
 from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
@@ -28,7 +29,7 @@ from resnet_port.resnet_ref import ResNetSpec, build_model, count_params
 
 def _preprocessing(graph: OnnxGraph):
     """The ONNX zoo's: RGB in [0, 1], ImageNet mean/std, resize 256 / crop 224 (scaled to the input)."""
-    prep = preset_preprocessing("onnx")
+    prep = source_preprocessing("onnx-zoo")
     height, width = graph.input_shape[2], graph.input_shape[3]
     if isinstance(height, int) and height > 0 and height == width and height != prep.crop:
         prep.crop = height
@@ -55,6 +56,7 @@ def convert_onnx(path: str | Path) -> Conversion:
         spec=spec,
         arch=arch,
         preprocessing=_preprocessing(graph),
+        published=published_record(arch, listed_source(arch, "onnx-zoo")),
         source=SourceInfo(
             framework="onnx",
             files=[SourceFile.of(graph.path)],

@@ -178,7 +178,7 @@ def test_l1_and_clipping_need_caffe_sgd(tmp_path, extra, fragment):
         ('base_lr: 0.1\nlr_policy: "step"\ngamma: 0.1\n', "stepsize"),
         ('base_lr: 0.1\nlr_policy: "poly"\npower: 1\n', "max_iter"),
         ('base_lr: 0.1\nlr_policy: "fixed"\ntype: "Adam"\n', "'Adam' is not supported"),
-        ('base_lr: 0.1\nlr_policy: "fixed"\nsolver_type: NESTEROV\n', "'Nesterov' is not supported"),
+        ('base_lr: 0.1\nlr_policy: "fixed"\nsolver_type: ADAGRAD\n', "'AdaGrad' is not supported"),
         ('base_lr: 0.1\nlr_policy: "fixed"\nregularization_type: "L3"\n', "L2 or L1"),
         ('net_param { name: "inline" }\nbase_lr: 0.1\nlr_policy: "fixed"\n', "inline net_param"),
         ('base_lr: 0.1\nlr_policy: "fixed"\nmomentum: 1.5\n', "momentum"),
