@@ -206,7 +206,7 @@ def resolve_verify_arguments(parser: argparse.ArgumentParser, args: argparse.Nam
     return args
 
 
-EXIT_CODES = "exit status: 0 written (and checked); 1 the check failed; 2 unusable input. On 1 and 2 nothing is written."
+EXIT_CODES = "Exit codes: 0 written (and checked); 1 the check failed; 2 unusable input. On 1 and 2 nothing is written."
 
 
 
