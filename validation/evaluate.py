@@ -34,6 +34,7 @@ from resnet_port.checkpoints import CheckpointMetadata, sha256_file
 from resnet_port.checkpoints.io import atomic_output
 from resnet_port import __version__
 from resnet_port.errors import InputError
+from resnet_port.parity import ParityTally
 from resnet_port.validation.data import DatasetIndex, ImageDataset, Item, class_order_warnings, read_class_list, scan_dataset
 from resnet_port.validation.decode import BadImageError
 from resnet_port.validation.metrics import Tally, average_crop_probabilities
@@ -405,8 +406,9 @@ def compare_checkpoints(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The same images through two checkpoints, each with its own preprocessing (decoded once):
-    top-1 agreement and the max / mean absolute logit difference.  Needs no labels: in the flat
+    """The same images through two checkpoints, each with its own preprocessing (decoded once): the
+    parity record of `resnet_port.parity` (A is the reference side; top-1 on the crop-averaged
+    probabilities, the differences over every crop's logits).  Needs no labels: in the flat
     layout without a labels file every image file in the folder is used."""
     dev = resolve_device(device)
     index = _unlabelled_or_scan(data_dir, labels_file).subset(limit, shuffle_seed)
@@ -418,7 +420,7 @@ def compare_checkpoints(
     models = [_prepare(model_a, dev, True), _prepare(model_b, dev, True)]
     batch_size = batch_size or default_batch_size(dev, crops)
     workers = default_workers(dev) if workers is None else workers
-    agree, images, max_diff, sum_diff, count = 0, 0, 0.0, 0.0, 0
+    tally = ParityTally()  # model A is the reference side
     disagreements: list[str] = []
     skipped: list[str] = []
     bar = tqdm(total=len(index.samples), unit="img", desc="parity", disable=not progress, dynamic_ncols=True)
@@ -430,25 +432,18 @@ def compare_checkpoints(
             for model, norm, pixels, means in zip(models, normalizers, batch.pixels, batch.mean_crops):
                 x = norm(pixels.to(dev), None if means is None else means.to(dev))
                 logits.append(model(x).float())
-            diff = (logits[0] - logits[1]).abs()
-            max_diff = max(max_diff, float(diff.max()))
-            sum_diff += float(diff.sum())
-            count += diff.numel()
             top_a = average_crop_probabilities(logits[0], crops).argmax(1)
             top_b = average_crop_probabilities(logits[1], crops).argmax(1)
-            same = top_a == top_b
-            agree += int(same.sum())
-            images += len(same)
-            disagreements += [str(index.samples[int(i)].path) for i in batch.indices[~same.cpu()]]
+            same = torch.from_numpy(tally.add(logits[0], logits[1], top_a, top_b))
+            disagreements += [str(index.samples[int(i)].path) for i in batch.indices[~same]]
     bar.close()
+    images = tally.samples
     if images == 0:
         raise InputError(f"{data_dir}: none of the {len(index.samples)} images could be decoded")
     return {
         "images": images,
         "crops": crops,
-        "top1_agreement": agree / images,
-        "max_abs_logit_diff": max_diff,
-        "mean_abs_logit_diff": sum_diff / count,
+        **tally.result(),  # resnet_port.parity's keys: samples, max_abs_diff, max_rel_diff, top1_agreement, ...
         "disagreements": disagreements,
         "skipped": skipped,
         "images_per_s": images / (time.perf_counter() - start),
