@@ -20,6 +20,7 @@ in which two specs differ.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,11 @@ def _as_rows(values: np.ndarray | torch.Tensor) -> np.ndarray:
         values = values.detach().cpu().to(torch.float64).numpy()
     array = np.asarray(values, dtype=np.float64)
     return array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+
+
+def _max(a: float, b: float) -> float:
+    """max() that keeps a NaN (Python's max(0.0, nan) is 0.0): a NaN logit must fail every check."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
 def _log_softmax(rows: np.ndarray) -> np.ndarray:
@@ -84,14 +90,15 @@ class ParityTally:
             raise InputError(f"output shapes differ: reference {tuple(ref.shape)}, compared {tuple(out.shape)}")
         if ref.size:
             diff = np.abs(ref - out)
-            self.max_abs = max(self.max_abs, float(diff.max()))
-            self.max_ref = max(self.max_ref, float(np.abs(ref).max()))
+            self.max_abs = _max(self.max_abs, float(diff.max()))
+            self.max_ref = _max(self.max_ref, float(np.abs(ref).max()))
             self.sum_abs += float(diff.sum())
             self.count += diff.size
-            log_p, log_q = _log_softmax(ref), _log_softmax(out)
-            kl = np.sum(np.exp(log_p) * (log_p - log_q), axis=1)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf / NaN logits: NaN figures, a failed check
+                log_p, log_q = _log_softmax(ref), _log_softmax(out)
+                kl = np.sum(np.exp(log_p) * (log_p - log_q), axis=1)
             self.sum_kl += float(kl.sum())
-            self.max_kl = max(self.max_kl, float(kl.max()))
+            self.max_kl = _max(self.max_kl, float(kl.max()))
             self.rows += len(kl)
         if top1_reference is None or top1_ours is None:
             same = ref.argmax(1) == out.argmax(1) if ref.size else np.zeros(0, bool)
@@ -106,7 +113,7 @@ class ParityTally:
         return {
             "samples": self.samples,
             "max_abs_diff": self.max_abs,
-            "max_rel_diff": self.max_abs / (self.max_ref or 1.0),
+            "max_rel_diff": self.max_abs / (self.max_ref or 1.0),  # NaN stays NaN, and fails the tolerance
             "mean_abs_diff": self.sum_abs / self.count if self.count else 0.0,
             "max_abs_reference": self.max_ref,
             "top1_agreement": self.agree / self.samples if self.samples else 0.0,

@@ -82,3 +82,12 @@ def test_spec_differences():
     assert "stride_in" in fields
     assert spec_differences(a, a.replace(num_classes=10), ignore=("num_classes",)) == []
     assert [d["field"] for d in spec_differences(a, a.replace(num_classes=10))] == ["num_classes"]
+
+
+def test_a_nan_fails_whatever_comes_after_it():
+    tally = ParityTally()
+    tally.add(np.ones((1, 3)), np.array([[1.0, np.nan, 1.0]]))
+    tally.add(np.ones((2, 3)), np.ones((2, 3)))
+    result = tally.result()
+    assert math.isnan(result["max_abs_diff"]) and not within_tolerance(result, 1e-4)
+    assert not within_tolerance(compare_logits(np.ones((1, 2)), np.full((1, 2), np.inf)), 1e-4)
