@@ -187,3 +187,24 @@ def test_referees_do_not_use_the_converters_mapping() -> None:
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         ours = {m for m in imported if m.startswith("resnet_port")}
         assert ours <= allowed, f"{module.__name__} imports {sorted(ours - allowed)}"
+
+
+from tests.mxnet.test_gluon_layouts import LAYOUTS, gluon_layouts  # noqa: E402,F401 - Gluon-built files, module fixture
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("name", list(LAYOUTS))
+@pytest.mark.parametrize("form", ["save_parameters", "export", "save_params"])
+def test_convert_mxnet_referee_on_other_gluon_layouts(gluon_layouts: Path, name: str, form: str) -> None:  # noqa: F811
+    """The referee convert-mxnet picks for each file form (Gluon graph for save_parameters and the
+    translated save_params names, the symbol for export) reproduces Gluon on stage counts, class
+    counts and sizes beyond the model zoo's."""
+    from resnet_port.converters.mxnet import convert_mxnet
+    from resnet_port.converters.mxnet.verify import mxnet_referee
+
+    path = gluon_layouts / {"save_parameters": f"{name}.params", "save_params": f"{name}-legacy.params",
+                            "export": f"{name}-export-0000.params"}[form]
+    referee = mxnet_referee(convert_mxnet(path), path)
+    assert ("symbol graph" in referee.name) == (form == "export")
+    x = np.load(gluon_layouts / f"{name}-input.npy")
+    _check(np.load(gluon_layouts / f"{name}-logits.npy"), referee.logits(x))
