@@ -15,6 +15,7 @@ import torch
 
 from resnet_port.audit.inputs import InputSet
 from resnet_port.audit.sources import Side
+from resnet_port.parity import compare_logits, spec_differences
 from resnet_port.resnet_ref import ResNetSpec, build_model
 
 # A tensor whose largest difference is at most this fraction of its largest value is "close".
@@ -22,9 +23,8 @@ TENSOR_RTOL = 1e-6
 
 
 def spec_diff(a: ResNetSpec, b: ResNetSpec) -> list[dict[str, Any]]:
-    """Every spec field whose value differs, with both values."""
-    da, db = a.to_dict(), b.to_dict()
-    return [{"field": name, "a": da[name], "b": db[name]} for name in da if da[name] != db[name]]
+    """Every spec field whose value differs, with both values (`resnet_port.parity.spec_differences`)."""
+    return spec_differences(a, b)
 
 
 def bn_modules(*state_dicts: dict[str, torch.Tensor]) -> list[str]:
@@ -149,31 +149,13 @@ class OutputComparison:
         """max |logit difference| / max |logit of A|: inf when the outputs cannot be compared."""
         if not self.comparable:
             return float("inf")
-        scale = float(np.abs(self.logits_a).max()) or 1.0
-        return float(np.abs(self.logits_a - self.logits_b).max()) / scale
+        return float(compare_logits(self.logits_a, self.logits_b)["max_rel_diff"])
 
     def to_dict(self) -> dict[str, Any]:
+        """``comparable`` and, when they are, the parity record of `resnet_port.parity` (A the reference)."""
         if not self.comparable:
             return {"comparable": False, "reason": self.reason}
-        la, lb = self.logits_a, self.logits_b
-        pa, pb = _softmax(la), _softmax(lb)
-        kl = np.sum(pa * (np.log(np.clip(pa, 1e-300, None)) - np.log(np.clip(pb, 1e-300, None))), axis=1)
-        return {
-            "comparable": True,
-            "samples": int(len(la)),
-            "max_abs_logit_diff": float(np.abs(la - lb).max()),
-            "max_rel_logit_diff": self.discrepancy,
-            "max_abs_logit": float(np.abs(la).max()),
-            "top1_agreement": float((la.argmax(1) == lb.argmax(1)).mean()),
-            "kl_divergence": float(kl.mean()),
-            "kl_divergence_max": float(kl.max()),
-        }
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+        return {"comparable": True, **compare_logits(self.logits_a, self.logits_b)}
 
 
 def compare_outputs(a: Side, b: Side, inputs: InputSet, logits_a: np.ndarray | None = None) -> OutputComparison:

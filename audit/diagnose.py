@@ -79,7 +79,7 @@ class AuditResult:
         return {
             "verdict": self.verdict,
             "causes": [cause.to_dict() for cause in self.causes],
-            "max_abs_logit_diff": self.outputs.get("max_abs_logit_diff"),
+            "max_abs_diff": self.outputs.get("max_abs_diff"),
             "top1_agreement": self.outputs.get("top1_agreement"),
             "kl_divergence": self.outputs.get("kl_divergence"),
             "rtol": self.rtol,

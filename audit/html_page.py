@@ -291,8 +291,8 @@ def render_html(result: AuditResult) -> str:
     out = result.outputs
     if out.get("comparable"):
         outputs = (
-            f"max |logit diff| {out['max_abs_logit_diff']:.3g} ({out['max_rel_logit_diff']:.3g} of max |logit| "
-            f"{out['max_abs_logit']:.3g}), top-1 agreement {out['top1_agreement']:.0%}, KL {out['kl_divergence']:.3g} "
+            f"max |logit diff| {out['max_abs_diff']:.3g} ({out['max_rel_diff']:.3g} of max |logit| "
+            f"{out['max_abs_reference']:.3g}), top-1 agreement {out['top1_agreement']:.0%}, KL {out['kl_divergence']:.3g} "
             f"on {out['samples']} images ({_e(result.inputs.get('source', 'inputs'))})"
         )
     else:

@@ -59,8 +59,8 @@ def format_result(result: AuditResult, all_tensors: bool = False, worst: int = 8
     if out.get("comparable"):
         lines.append(
             f"outputs ({result.inputs.get('source', 'inputs')}, {out['samples']} images): max |logit diff| "
-            f"{out['max_abs_logit_diff']:.3g} ({out['max_rel_logit_diff']:.3g} of max |logit| "
-            f"{out['max_abs_logit']:.3g}), top-1 agreement {out['top1_agreement']:.0%}, KL {out['kl_divergence']:.3g}"
+            f"{out['max_abs_diff']:.3g} ({out['max_rel_diff']:.3g} of max |logit| "
+            f"{out['max_abs_reference']:.3g}), top-1 agreement {out['top1_agreement']:.0%}, KL {out['kl_divergence']:.3g}"
         )
     else:
         lines.append(f"outputs           not comparable: {out.get('reason')}")

@@ -3,7 +3,8 @@
 A converter reads its source and returns a `Conversion` — a `ResNetSpec`, a state_dict in the
 reference names, and the metadata — and never builds models by hand.  `finish_conversion` then
 checks the state_dict fills the spec exactly; the CLI tail writes the checkpoint atomically and the
-report as JSON.  Every conversion ends with a numeric check (`compare_logits`) against the source.
+report as JSON.  Every conversion ends with a numeric check against the source (converters/verify.py,
+with `resnet_port.parity.compare_logits`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from resnet_port.checkpoints import CheckpointMetadata, save_checkpoint
 from resnet_port.cli import write_json
 from resnet_port.errors import ConversionError
+from resnet_port.parity import compare_logits  # noqa: F401 - the one logit comparison, re-exported
 from resnet_port.resnet_ref import ResNetSpec, build_model, state_dict_problems
 
 # The toolkit's one parity tolerance: max |logit diff| over max |reference logit|.  Every converter
@@ -77,23 +79,6 @@ def finish_conversion(
         raise ConversionError(f"{where}: the converted weights do not fit {metadata.arch or 'the spec'}: {problems}")
     metadata.conversion_report = report.to_dict()
     return Conversion(spec, dict(state_dict), metadata, report)
-
-
-def compare_logits(reference: np.ndarray | torch.Tensor, ours: np.ndarray | torch.Tensor) -> dict[str, Any]:
-    """The figures every parity check reports: max |diff|, that over max |reference|, top-1 agreement."""
-    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
-    out = np.asarray(ours.detach().cpu() if isinstance(ours, torch.Tensor) else ours, dtype=np.float64)
-    out = out.reshape(len(out), -1)
-    if ref.shape != out.shape:
-        raise ConversionError(f"output shapes differ: reference {ref.shape}, converted {out.shape}")
-    max_abs = float(np.abs(ref - out).max())
-    scale = float(np.abs(ref).max()) or 1.0
-    return {
-        "max_abs_diff": max_abs,
-        "max_rel_diff": max_abs / scale,
-        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
-        "samples": int(len(ref)),
-    }
 
 
 def run_converted(conversion: Conversion, x: np.ndarray | torch.Tensor) -> torch.Tensor:

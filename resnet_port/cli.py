@@ -1,7 +1,9 @@
 """What every command-line tool shares: error handling, exit codes and JSON output.
 
 An `InputError` (unusable input) prints one line naming the file and what was wrong, and exits 2;
-a keyboard interrupt exits 130; anything else is a bug and keeps its traceback.
+a failed check (`converters.verify.VerificationFailed`, any `ResnetPortError` with an ``exit_code``)
+prints its line and exits with that code (1); a keyboard interrupt exits 130; anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from resnet_port.errors import InputError
+from resnet_port.errors import InputError, ResnetPortError
 
 
 def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
@@ -26,6 +28,11 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
         except InputError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return exc.exit_code
+        except ResnetPortError as exc:
+            if not hasattr(exc, "exit_code"):
+                raise
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return int(exc.exit_code)
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             return 130

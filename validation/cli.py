@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         result["checkpoints"] = [str(p) for p in args.parity]
         print(
             f"parity of {args.parity[0]} and {args.parity[1]} on {result['images']} images: top-1 agreement "
-            f"{100 * result['top1_agreement']:.3f}%, max |logit diff| {result['max_abs_logit_diff']:.4g}, "
-            f"mean {result['mean_abs_logit_diff']:.4g}"
+            f"{100 * result['top1_agreement']:.3f}%, max |logit diff| {result['max_abs_diff']:.4g} "
+            f"({result['max_rel_diff']:.3g} of the largest logit of A), mean {result['mean_abs_diff']:.4g}"
         )
         if args.json:
             write_json(args.json, result)

@@ -17,6 +17,7 @@ import torch
 
 from resnet_port.checkpoints import CheckpointMetadata
 from resnet_port.errors import InputError
+from resnet_port.parity import ParityTally
 from resnet_port.validation.data import DatasetError, DatasetIndex, Sample, is_image_file, scan_dataset
 from resnet_port.validation.decode import BadImageError
 from resnet_port.validation.loop import Batch, LoopRun, run_loop
@@ -27,40 +28,24 @@ from resnet_port.validation.transforms import CropTransform, Normalizer
 
 
 @dataclass
-class ParityTally:
-    """Sums over one shard's images, so that shards add up exactly."""
+class ShardParity:
+    """One shard's figures: the shared parity tally (`resnet_port.parity`, sums and maxima, so shards add
+    up exactly) and the images whose top-1 differs."""
 
-    agree: int = 0
-    images: int = 0
-    max_diff: float = 0.0
-    sum_diff: float = 0.0
-    count: int = 0
+    tally: ParityTally = field(default_factory=ParityTally)
     disagreements: list[str] = field(default_factory=list)
 
     def add(self, logits_a: torch.Tensor, logits_b: torch.Tensor, crops: int, paths: Sequence[str]) -> None:
-        """One batch: (images * crops, classes) logits of each checkpoint; ``paths`` per image."""
-        diff = (logits_a.float() - logits_b.float()).abs()
-        self.max_diff = max(self.max_diff, float(diff.max()))
-        self.sum_diff += float(diff.sum())
-        self.count += diff.numel()
+        """One batch: (images * crops, classes) logits of each checkpoint (A is the reference side);
+        top-1 on the crop-averaged probabilities, differences over every crop's logits."""
         top_a = average_crop_probabilities(logits_a, crops).argmax(1)
         top_b = average_crop_probabilities(logits_b, crops).argmax(1)
-        same = (top_a == top_b).cpu()
-        self.agree += int(same.sum())
-        self.images += len(same)
+        same = self.tally.add(logits_a.float(), logits_b.float(), top_a, top_b)
         self.disagreements += [p for p, s in zip(paths, same.tolist()) if not s]
 
     @classmethod
-    def total(cls, parts: Sequence["ParityTally"]) -> "ParityTally":
-        out = cls()
-        for p in parts:
-            out.agree += p.agree
-            out.images += p.images
-            out.max_diff = max(out.max_diff, p.max_diff)
-            out.sum_diff += p.sum_diff
-            out.count += p.count
-            out.disagreements += p.disagreements
-        return out
+    def total(cls, parts: Sequence["ShardParity"]) -> "ShardParity":
+        return cls(ParityTally.total([p.tally for p in parts]), [d for p in parts for d in p.disagreements])
 
 
 def compare_checkpoints(
@@ -81,7 +66,7 @@ def compare_checkpoints(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The same images through two checkpoints, each with its own preprocessing (decoded once):
-    top-1 agreement and the max / mean absolute logit difference.  Needs no labels: in the flat
+    the parity record of `resnet_port.parity` (A is the reference side).  Needs no labels: in the flat
     layout without a labels file every image file in the folder is used.  Under torch.distributed
     every rank returns the same totals."""
     dev = resolve_device(device)
@@ -97,7 +82,7 @@ def compare_checkpoints(
         normalizers = [Normalizer(metadata_a.preprocessing, dev), Normalizer(metadata_b.preprocessing, dev)]
         models = [prepare_model(model_a, dev, True), prepare_model(model_b, dev, True)]
         samples = shard.take(index.samples)
-        tally = ParityTally()
+        tally = ShardParity()
 
         def consume(batch: Batch, inputs: list[torch.Tensor]) -> None:
             logits_a, logits_b = (model(x).float() for model, x in zip(models, inputs))
@@ -107,22 +92,21 @@ def compare_checkpoints(
             samples, transforms, normalizers, consume, device=dev, batch_size=batch_size, workers=workers,
             skip_bad=skip_bad, progress=progress and shard.rank == 0, desc="parity",
         )  # fmt: skip
-        gathered: list[tuple[ParityTally, LoopRun]] = shard.gather((tally, run))
+        gathered: list[tuple[ShardParity, LoopRun]] = shard.gather((tally, run))
     failures = [r.failure for _, r in gathered if r.failure is not None]
     if failures:
         raise BadImageError(failures[0])
-    total = ParityTally.total([t for t, _ in gathered])
-    if total.images == 0:
+    total = ShardParity.total([t for t, _ in gathered])
+    images = total.tally.samples
+    if images == 0:
         raise InputError(f"{data_dir}: none of the {len(index.samples)} images could be decoded")
     return {
-        "images": total.images,
+        "images": images,
         "crops": crops,
-        "top1_agreement": total.agree / total.images,
-        "max_abs_logit_diff": total.max_diff,
-        "mean_abs_logit_diff": total.sum_diff / total.count,
+        **total.tally.result(),  # resnet_port.parity's keys: samples, max_abs_diff, max_rel_diff, top1_agreement, ...
         "disagreements": sorted(total.disagreements, key=_order_of(index)),
         "skipped": sorted(path for _, r in gathered for path in r.skipped),
-        "images_per_s": total.images / (time.perf_counter() - start),
+        "images_per_s": images / (time.perf_counter() - start),
         "processes": shard.world,
         "rank": shard.rank,
         "versions": versions(),

@@ -9,20 +9,25 @@ from pathlib import Path
 
 from resnet_port.converters.caffe.convert import convert_caffe
 from resnet_port.converters.common import add_output_arguments, write_outputs
+from resnet_port.converters.verify import (
+    EXIT_CODES, add_verify_arguments, check_from_args, check_output_path, resolve_verify_arguments, summary_line,
+)
 from resnet_port.cli import run_cli
-from resnet_port.errors import InputError
 
 EPILOG = """\
 examples:
   convert-caffe ResNet-50-model.caffemodel -o r50.pth
   convert-caffe ResNet-50-model.caffemodel --prototxt ResNet-50-deploy.prototxt \\
-      --mean ResNet_mean.binaryproto --verify -o r50.safetensors --report r50-report.json
+      --mean ResNet_mean.binaryproto -o r50.safetensors --report r50-report.json
+  convert-caffe ResNet-50-model.caffemodel -o r50.pth --logits input.npy caffe_logits.npy
   convert-caffe snapshot.caffemodel.h5 --prototxt deploy.prototxt --mean-values 104 117 123 -o r.pth
 
 The converted model takes exactly what Caffe's `data` blob takes: BGR, 0-255, minus the mean
 (recorded in the checkpoint's preprocessing, with resize 256 / crop 224).  --rgb reverses conv1's
 input channels instead, so that the model takes RGB; the recorded mean follows.
-Exit codes: 0 done, 2 unusable input (one line on stderr naming the file and the layer).
+The check (on by default) runs the independent float64 Caffe-graph interpreter beside the
+converted model on a seeded input of the net's size.
+""" + EXIT_CODES + """
 """
 
 
@@ -45,26 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     means.add_argument("--mean", type=Path, metavar="FILE", help="mean image .binaryproto (e.g. ResNet_mean.binaryproto), BGR")
     means.add_argument("--mean-values", type=float, nargs="+", metavar="V", help="per-channel mean in BGR order, e.g. 104 117 123")
     parser.add_argument("--rgb", action="store_true", help="make the model take RGB (conv1's input channels reversed; exact)")
-    parser.add_argument(
-        "--verify", action="store_true", help="run the independent Caffe-graph interpreter beside the converted model on "
-        "seeded inputs and record the max difference in the metadata"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --verify inputs (default 0)")
     add_output_arguments(parser)
+    add_verify_arguments(parser, "the independent Caffe-graph interpreter (float64)")
     return parser
 
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.output.exists() and args.output.is_dir():
-        raise InputError(f"{args.output}: is a folder; -o names the checkpoint file to write")
-    if args.output.suffix.lower() not in (".pth", ".pt", ".bin", ".ckpt", ".safetensors"):
-        raise InputError(f"{args.output}: unknown checkpoint extension; use .pth or .safetensors")
+    parser = build_parser()
+    args = resolve_verify_arguments(parser, parser.parse_args(argv))
+    check_output_path(args.output)
+    builtin = not args.no_verify and not args.logits
     conversion = convert_caffe(
         args.model, prototxt=args.prototxt, mean=args.mean, mean_values=args.mean_values,
-        rgb=args.rgb, verify=args.verify, verify_seed=args.seed, progress=sys.stderr.isatty(),
+        rgb=args.rgb, verify=builtin, verify_seed=args.seed, progress=sys.stderr.isatty(), tolerance=args.tolerance,
     )
+    rgb_input = (lambda x: x[:, ::-1].copy()) if args.rgb else None
+    check_from_args(conversion, args, None, str(args.model), model_input=rgb_input)
     summary = write_outputs(conversion, args)
     if args.json:
         json.dump(summary, sys.stdout, indent=2, default=str)
@@ -77,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = conversion.metadata.preprocessing
     mean = "mean image " + "x".join(map(str, pre.mean_image.shape)) if pre.mean_image is not None else (f"mean {pre.mean}" if pre.mean else "NO MEAN (give --mean or --mean-values)")
     print(f"  takes {pre.channel_order}, 0-{pre.pixel_max:g}, {mean}; resize {pre.resize}, crop {pre.crop}")
-    if conversion.metadata.verification:
-        v = conversion.metadata.verification
-        print(f"  verify: max |diff| {v['max_abs_diff']:.3g} ({v['max_rel_diff']:.3g} of max |logit|), top-1 agreement {v['top1_agreement']:.0%}")
+    print(summary_line(conversion.metadata.verification))
     if pre.mean is None and pre.mean_image is None:
         print("convert-caffe: warning: no mean given; the checkpoint's preprocessing subtracts nothing", file=sys.stderr)
     return 0

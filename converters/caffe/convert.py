@@ -119,12 +119,16 @@ def convert_caffe(
     verify: bool = False,
     verify_seed: int = 0,
     progress: bool = False,
+    *,
+    tolerance: float | None = None,
 ) -> Conversion:
     """Convert a Caffe ResNet (``.caffemodel`` or ``.caffemodel.h5``) onto the reference ResNet.
 
     The graph comes from ``prototxt`` when given (checked against the caffemodel's own copy),
     else from the caffemodel.  ``verify`` runs the independent interpreter beside the converted
-    model on seeded inputs and records the difference in ``metadata.verification``.
+    model on seeded inputs (converters/verify.py's contract): the figures go into
+    ``metadata.verification``, and a difference beyond ``tolerance`` (default PARITY_RTOL) raises
+    `VerificationFailed`.
     """
     model_path = Path(model_path)
     if mean is not None and mean_values is not None:
@@ -212,10 +216,11 @@ def convert_caffe(
     conversion = finish_conversion(spec, state_dict, metadata, report, where)
     if verify:
         from resnet_port.converters.caffe.verify import verify_conversion
+        from resnet_port.converters.common import PARITY_RTOL
 
-        metadata.verification = verify_conversion(
+        verify_conversion(
             conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed, progress=progress,
-            filter_phase=filter_phase,
+            filter_phase=filter_phase, tolerance=PARITY_RTOL if tolerance is None else tolerance, where=str(model_path),
         )
     return conversion
 

@@ -11,13 +11,13 @@ from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
 from resnet_port.checkpoints.weight_sources import published_record, source_preprocessing
 from resnet_port.converters.common import ConversionReport
 from resnet_port.errors import ConversionError
+from resnet_port.parity import spec_differences as parity_spec_differences
 from resnet_port.resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
 
 
 def spec_differences(spec: ResNetSpec, other: ResNetSpec) -> list[str]:
     """The fields in which ``other`` differs from ``spec`` (the class count aside)."""
-    mine, theirs = spec.to_dict(), other.replace(num_classes=spec.num_classes).to_dict()
-    return [key for key in mine if mine[key] != theirs[key]]
+    return [d["field"] for d in parity_spec_differences(spec, other, ignore=("num_classes",))]
 
 
 def closest_archs(spec: ResNetSpec, count: int = 3) -> list[tuple[str, list[str]]]:
@@ -40,8 +40,7 @@ def check_arch(spec: ResNetSpec, arch: str | None, where: str, found_by: str) ->
         return found
     wanted = get_spec(arch, spec.num_classes)
     if wanted != spec:
-        wanted_d, spec_d = wanted.to_dict(), spec.to_dict()
-        diffs = [f"{k}: {spec_d[k]!r} in the file, {wanted_d[k]!r} in {arch}" for k in spec_d if spec_d[k] != wanted_d[k]]
+        diffs = [f"{d['field']}: {d['a']!r} in the file, {d['b']!r} in {arch}" for d in parity_spec_differences(spec, wanted)]
         raise ConversionError(
             f"{where}: the {found_by} describe{'s' if found_by == 'symbol' else ''} {found or 'an unregistered ResNet'}, "
             f"not --arch {arch} ({'; '.join(diffs[:4])})"

@@ -58,8 +58,8 @@ def test_table_and_json(tmp_path, capsys, good):
     table = capsys.readouterr().out
     assert table.strip().splitlines()[-1].startswith("verdict  identical")
     report = json.loads(out.read_text())
-    assert {"verdict", "causes", "max_abs_logit_diff", "top1_agreement", "tensors"} <= set(report)
-    assert report["max_abs_logit_diff"] == 0.0 and report["top1_agreement"] == 1.0
+    assert {"verdict", "causes", "max_abs_diff", "top1_agreement", "tensors"} <= set(report)
+    assert report["max_abs_diff"] == 0.0 and report["top1_agreement"] == 1.0
     assert all(row["status"] == "equal" for row in report["tensors"])
 
 

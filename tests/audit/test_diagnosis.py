@@ -205,7 +205,7 @@ def test_injected_bug_is_named_alone(name, tmp_path, run_audit):
     assert [c["key"] for c in report["causes"]] == [cause], report["causes"]
     assert report["causes"][0]["evidence"]
     assert report["causes"][0]["rel_logit_diff_after_fix"] <= DEFAULT_RTOL
-    assert report["max_abs_logit_diff"] > 0
+    assert report["max_abs_diff"] > 0
 
 
 # -- clean pairs: the same network, stored or expressed differently -----------------------------
@@ -283,4 +283,4 @@ def test_unexplained_difference_names_nothing(tmp_path, run_audit):
     b = save(tmp_path / "b.pth", spec, other, torch_prep())
     code, report = run_audit(a, b)
     assert (code, report["verdict"], report["causes"]) == (1, "different", [])
-    assert report["top1_agreement"] < 1.0 or report["max_abs_logit_diff"] > 0.1
+    assert report["top1_agreement"] < 1.0 or report["max_abs_diff"] > 0.1

@@ -147,7 +147,7 @@ def test_verify_records_the_interpreter_difference():
     conversion = convert_caffe(unpacked("ResNet-50.caffemodel"), verify=True)
     verification = conversion.metadata.verification
     assert verification["max_rel_diff"] < TOL and verification["top1_agreement"] == 1.0
-    assert verification["output_blob"] == "fc1000"
+    assert verification["output"] == "fc1000" and verification["passed"] is True
 
 
 def test_cli_checkpoint_reproduces_fc1000_after_save_and_load(tmp_path, capsys):

@@ -312,7 +312,7 @@ def test_validate_and_audit_take_ema(tmp_path, capsys):
     audit_main([str(path), str(bare), "--json", str(out), "-q", "-n", "1"])
     differ = json.loads(out.read_text())
     assert same["verdict"] != differ["verdict"]
-    assert same["max_abs_logit_diff"] == 0.0 and differ["max_abs_logit_diff"] > 1e-3
+    assert same["max_abs_diff"] == 0.0 and differ["max_abs_diff"] > 1e-3
 
 
 def test_other_data_globals_are_stand_ins(tmp_path):

@@ -151,7 +151,7 @@ def test_failed_parity_exits_1_and_writes_nothing(capsys, cache: Path, tmp_path:
     out = tmp_path / "out.pth"
     code = main([str(folder / "model.params"), "-o", str(out), "--verify", str(folder / "input.npy"), str(wrong)])
     assert code == 1 and not out.exists()
-    assert "FAILED" in capsys.readouterr().out
+    assert "check failed" in capsys.readouterr().err
 
 
 def test_console_script(tmp_path: Path) -> None:

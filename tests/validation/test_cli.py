@@ -122,7 +122,11 @@ def test_parity_of_identical_and_perturbed_ports(tiny_ckpt, imagefolder, tmp_pat
     out = tmp_path / "p.json"
     assert main(["--parity", str(tiny_ckpt), str(same), "--data", str(imagefolder), "--json", str(out), *FAST]) == 0
     result = json.loads(out.read_text())
-    assert result["top1_agreement"] == 1.0 and result["max_abs_logit_diff"] == 0.0 and result["images"] == len(FOLDER_FILES)
+    assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] == 0.0 and result["images"] == len(FOLDER_FILES)
+    # One set of parity keys with the converters and audit (resnet_port.parity).
+    from resnet_port.parity import PARITY_KEYS
+
+    assert set(PARITY_KEYS) <= set(result) and result["samples"] == result["images"] and result["kl_divergence"] == 0.0
 
     # A port whose fc bias drifted, under its own (BGR, 0-255) preprocessing with an equivalent first conv.
     other = tiny_model()
@@ -147,8 +151,8 @@ def test_parity_of_identical_and_perturbed_ports(tiny_ckpt, imagefolder, tmp_pat
             b = other(crop.flip(1) - 255.0 * mean.flip(0).view(1, 3, 1, 1))
         diffs.append(float((a - b).abs().max()))
         agree += int(a.argmax() == b.argmax())
-    assert result["max_abs_logit_diff"] == pytest.approx(max(diffs), abs=1e-3)
-    assert result["max_abs_logit_diff"] > 0.29
+    assert result["max_abs_diff"] == pytest.approx(max(diffs), abs=1e-3)
+    assert result["max_abs_diff"] > 0.29
     assert result["top1_agreement"] == agree / len(FOLDER_FILES)
 
 

@@ -114,8 +114,8 @@ def test_two_gloo_processes_equal_one(imagefolder, corrupt_folder, tmp_path):
         two = json.loads((out / f"parity_{rank}.json").read_text())
         assert two["processes"] == 2 and two["images"] == single["images"] == len(FOLDER_FILES)
         assert two["top1_agreement"] == single["top1_agreement"] and two["disagreements"] == single["disagreements"]
-        assert two["max_abs_logit_diff"] == pytest.approx(single["max_abs_logit_diff"], rel=1e-6)
-        assert two["mean_abs_logit_diff"] == pytest.approx(single["mean_abs_logit_diff"], rel=1e-6)
+        assert two["max_abs_diff"] == pytest.approx(single["max_abs_diff"], rel=1e-6)
+        assert two["mean_abs_diff"] == pytest.approx(single["mean_abs_diff"], rel=1e-6)
     # The truncated file is the second of three: rank 1's; rank 0 reports it too.
     for rank in (0, 1):
         assert "b_truncated.JPEG" in (out / f"bad_{rank}.txt").read_text()

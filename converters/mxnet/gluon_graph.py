@@ -1,0 +1,177 @@
+"""The referee of Gluon ``save_parameters`` files, which carry weights but no graph.
+
+A Gluon model-zoo ResNet's graph is its Python code (``gluon.model_zoo.vision.resnet``), so the
+referee writes that code out once more, functionally, in torch float64, driven by the parameter
+names exactly as Gluon's ``HybridSequential`` numbers them: ``features.0`` ... ``features.N``,
+blocks ``features.S.B.body.K`` (V1) or ``features.S.B.bn1`` / ``conv1`` ... (V2), ``output``.  It
+follows Gluon's definitions, not the converter's spec or the reference model:
+
+- ResNetV1: [conv 7x7/2 (3x3/1 for ``thumbnail``), BN, ReLU, max pool 3/2/1], stages, global avg
+  pool, Dense.  BasicBlockV1 body: conv3x3(stride), BN, ReLU, conv3x3, BN; BottleneckV1 body:
+  conv1x1(stride, with bias), BN, ReLU, conv3x3, BN, ReLU, conv1x1(with bias), BN; downsample
+  conv1x1(stride) + BN; out = ReLU(body + shortcut).
+- ResNetV2: BatchNorm(scale=False, center=False) on the input (fix_gamma: gamma = 1; the stored
+  beta is used), then the V1 stem (or the thumbnail conv), stages, BN, ReLU, global avg pool,
+  Dense.  BasicBlockV2: BN, ReLU, [downsample conv1x1(stride) of that], conv3x3(stride), BN, ReLU,
+  conv3x3; BottleneckV2: BN, ReLU, conv1x1, BN, ReLU, conv3x3(stride), BN, ReLU, conv1x1; out =
+  body + shortcut.
+- The first stage has stride 1, the others 2; every BatchNorm has Gluon's eps 1e-5; a conv's
+  padding is kernel // 2.
+
+A file whose names do not follow this layout has no referee here: the caller says so, and the user
+gives logits computed with MXNet (``--logits``) or skips the check.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from resnet_port.errors import ConversionError
+
+GLUON_BN_EPS = 1e-5
+
+
+class GluonLayoutError(ConversionError):
+    """The names are not a Gluon model-zoo ResNet V1/V2 layout."""
+
+
+class _Weights:
+    def __init__(self, params: dict[str, np.ndarray], where: str) -> None:
+        self.params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+        self.used: set[str] = set()
+        self.where = where
+
+    def has(self, name: str) -> bool:
+        return name in self.params
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.params:
+            raise GluonLayoutError(f"{self.where}: has no {name!r}, which the Gluon ResNet graph needs here")
+        self.used.add(name)
+        return self.params[name]
+
+    def conv(self, x: torch.Tensor, prefix: str, stride: int) -> torch.Tensor:
+        weight = self.get(f"{prefix}.weight")
+        bias = self.get(f"{prefix}.bias") if self.has(f"{prefix}.bias") else None
+        return F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2)
+
+    def bn(self, x: torch.Tensor, prefix: str, fix_gamma: bool = False) -> torch.Tensor:
+        gamma, beta = self.get(f"{prefix}.gamma"), self.get(f"{prefix}.beta")
+        mean, var = self.get(f"{prefix}.running_mean"), self.get(f"{prefix}.running_var")
+        if fix_gamma:
+            gamma = torch.ones_like(gamma)
+        shape = (1, -1, 1, 1)
+        return (x - mean.reshape(shape)) * (gamma / torch.sqrt(var + GLUON_BN_EPS)).reshape(shape) + beta.reshape(shape)
+
+
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x, min=0.0)
+
+
+def _max_pool(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=-float("inf")), 3, 2)
+
+
+def _stages(names: list[str], first: int) -> list[tuple[int, list[int]]]:
+    """(features index, block numbers) of each stage, from ``first`` on, consecutive."""
+    found: dict[int, set[int]] = {}
+    for name in names:
+        match = re.match(r"^features\.(\d+)\.(\d+)\.", name)
+        if match:
+            found.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    stages, index = [], first
+    while index in found:
+        blocks = sorted(found.pop(index))
+        if blocks != list(range(len(blocks))):
+            raise GluonLayoutError(f"stage features.{index} has blocks {blocks}; expected 0..{len(blocks) - 1}")
+        stages.append((index, blocks))
+        index += 1
+    if not stages or found:
+        raise GluonLayoutError(f"the stages are not consecutive features.{first}, features.{first + 1}, ...")
+    return stages
+
+
+def gluon_layout(names: list[str]) -> str:
+    """'v1' or 'v2', from the block naming; raise if neither."""
+    if any(re.match(r"^features\.\d+\.\d+\.body\.", n) for n in names):
+        return "v1"
+    if any(re.match(r"^features\.\d+\.\d+\.bn1\.", n) for n in names):
+        return "v2"
+    raise GluonLayoutError("the names have neither features.S.B.body.* (V1) nor features.S.B.bn1.* (V2) blocks")
+
+
+def run_gluon(params: dict[str, np.ndarray], x: np.ndarray, where: str = "the parameters") -> np.ndarray:
+    """Logits of a Gluon model-zoo ResNet V1/V2 (structural ``save_parameters`` names) on ``x``, float64."""
+    names = list(params)
+    try:
+        version = gluon_layout(names)
+    except GluonLayoutError as exc:
+        raise GluonLayoutError(f"{where}: {exc}") from None
+    w = _Weights(params, where)
+    h = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    with torch.no_grad():
+        if version == "v1":
+            thumbnail = w.get("features.0.weight").shape[-1] == 3
+            h = w.conv(h, "features.0", 1 if thumbnail else 2)
+            first = 1
+            if not thumbnail:
+                h = _max_pool(_relu(w.bn(h, "features.1")))
+                first = 4
+        else:
+            h = w.bn(h, "features.0", fix_gamma=True)
+            thumbnail = w.get("features.1.weight").shape[-1] == 3
+            h = w.conv(h, "features.1", 1 if thumbnail else 2)
+            first = 2
+            if not thumbnail:
+                h = _max_pool(_relu(w.bn(h, "features.2")))
+                first = 5
+        try:
+            stages = _stages(names, first)
+        except GluonLayoutError as exc:
+            raise GluonLayoutError(f"{where}: {exc}") from None
+        for number, (index, blocks) in enumerate(stages):
+            for block in blocks:
+                stride = 2 if number > 0 and block == 0 else 1
+                prefix = f"features.{index}.{block}"
+                h = _block_v1(w, h, prefix, stride) if version == "v1" else _block_v2(w, h, prefix, stride)
+        if version == "v2":
+            h = _relu(w.bn(h, f"features.{stages[-1][0] + 1}"))
+        h = h.mean(dim=(2, 3))
+        logits = F.linear(h, w.get("output.weight"), w.get("output.bias") if w.has("output.bias") else None)
+    unused = sorted(set(names) - w.used - {"features.0.gamma"} if version == "v2" else set(names) - w.used)
+    if unused:
+        raise GluonLayoutError(f"{where}: {', '.join(unused[:4])} have no place in the Gluon ResNet {version.upper()} graph")
+    return logits.numpy()
+
+
+def _block_v1(w: _Weights, x: torch.Tensor, prefix: str, stride: int) -> torch.Tensor:
+    bottleneck = w.has(f"{prefix}.body.6.weight")
+    h = _relu(w.bn(w.conv(x, f"{prefix}.body.0", stride), f"{prefix}.body.1"))
+    h = w.bn(w.conv(h, f"{prefix}.body.3", 1), f"{prefix}.body.4")
+    if bottleneck:
+        h = w.bn(w.conv(_relu(h), f"{prefix}.body.6", 1), f"{prefix}.body.7")
+    shortcut = x
+    if w.has(f"{prefix}.downsample.0.weight"):
+        shortcut = w.bn(w.conv(x, f"{prefix}.downsample.0", stride), f"{prefix}.downsample.1")
+    return _relu(h + shortcut)
+
+
+def _block_v2(w: _Weights, x: torch.Tensor, prefix: str, stride: int) -> torch.Tensor:
+    bottleneck = w.has(f"{prefix}.conv3.weight")
+    pre = _relu(w.bn(x, f"{prefix}.bn1"))
+    shortcut = w.conv(pre, f"{prefix}.downsample", stride) if w.has(f"{prefix}.downsample.weight") else x
+    if bottleneck:
+        h = w.conv(pre, f"{prefix}.conv1", 1)
+        h = w.conv(_relu(w.bn(h, f"{prefix}.bn2")), f"{prefix}.conv2", stride)
+        h = w.conv(_relu(w.bn(h, f"{prefix}.bn3")), f"{prefix}.conv3", 1)
+    else:
+        h = w.conv(pre, f"{prefix}.conv1", stride)
+        h = w.conv(_relu(w.bn(h, f"{prefix}.bn2")), f"{prefix}.conv2", 1)
+    return h + shortcut
+
+
+__all__ = ["GLUON_BN_EPS", "GluonLayoutError", "gluon_layout", "run_gluon"]
