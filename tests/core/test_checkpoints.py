@@ -204,3 +204,19 @@ def test_inspect_checkpoint_cli(tmp_path, capsys):
     assert inspect_main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.pth" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path, umask, expected):
+    """atomic_output writes through mkstemp (0600); the result must be what open() would have made."""
+    from resnet_port.checkpoints.io import atomic_output
+
+    old = os.umask(umask)
+    try:
+        with atomic_output(tmp_path / "report.json") as tmp:
+            tmp.write_text("{}")
+        control = tmp_path / "control.json"
+        control.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == expected == control.stat().st_mode & 0o777
