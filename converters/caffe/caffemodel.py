@@ -8,6 +8,7 @@ layer (name, type, bottoms, tops, parameters) is parsed by protobuf from the sch
 from __future__ import annotations
 
 import mmap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from resnet_port.converters.caffe.upgrade import upgrade_v1_layer
 from resnet_port.converters.caffe.wire import LEN, Truncated, iter_fields
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# The first lines of a solver prototxt (text): fields only SolverParameter has.
+_SOLVER_TEXT = re.compile(rb"^\s*(base_lr|lr_policy|train_net|max_iter|snapshot_prefix|solver_mode|test_iter|test_interval)\s*:", re.M)
 
 
 @dataclass
@@ -153,6 +156,11 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
             return read_caffemodel_h5(path)
         if not head:
             raise CaffeFormatError(f"{path}: the caffemodel is empty")
+        start = head + handle.read(4088)
+        if _SOLVER_TEXT.search(start):
+            raise CaffeFormatError(
+                f"{path}: is a Caffe solver prototxt, not a caffemodel; `convert-solver {path}` reads it"
+            )
         if head.lstrip()[:5] in (b"name:", b"layer", b"input") or head[:1] == b"#":
             raise CaffeFormatError(f"{path}: is a text prototxt, not a binary caffemodel; give it with --prototxt")
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
