@@ -1,0 +1,286 @@
+"""Issue 17: the Caffe ResNets people actually have.
+
+Every test writes its own small net in the forms that training runs, Caffe forks and converters
+write (tests/caffe/wildnets.py), converts it, and compares the converted model with a float64
+forward computed apart from the converter: the interpreter on the BVLC net the test itself says
+is equivalent, or torch.nn.functional written here.  Each reading handled wrongly (a blob order,
+a rounding, an eps) is shown to move the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_port.checkpoints import load_checkpoint
+from resnet_port.converters.caffe import CaffeInterpreter, convert_caffe, parse_prototxt, write_caffemodel, write_caffemodel_h5
+from resnet_port.converters.caffe.cli import main
+from resnet_port.converters.common import run_converted
+from resnet_port.errors import ConversionError
+from tests.caffe.netgen import BN_FACTOR, resnet_prototxt, weights_for
+from tests.caffe.wildnets import logits, rel, seeded, train_snapshot_text
+
+TOL = 1e-5
+
+
+def cli(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def deploy():
+    text = resnet_prototxt()
+    net = parse_prototxt(text)
+    return text, weights_for(net, seed=3)
+
+
+# -- 1. A training snapshot with a deploy prototxt ---------------------------------------------
+
+
+def test_training_snapshot_with_deploy_prototxt_converts_without_warnings(deploy, tmp_path):
+    text, blobs = deploy
+    (tmp_path / "deploy.prototxt").write_text(text)
+    train = parse_prototxt(train_snapshot_text(text))
+    snapshot = write_caffemodel(tmp_path / "snapshot_iter_500.caffemodel", train, blobs)
+    conversion = convert_caffe(snapshot, prototxt=tmp_path / "deploy.prototxt", verify=True)
+    assert conversion.report.warnings == []
+    x = seeded((2, 3, 64, 64))
+    assert rel(logits(text, blobs, x), run_converted(conversion, x)) < TOL
+    assert conversion.metadata.verification["max_rel_diff"] < TOL
+    # The snapshot's TRAIN data layer says what the net takes: the mean values (BGR).
+    assert conversion.metadata.preprocessing.mean == (104.0, 117.0, 123.0)
+
+
+def test_inference_changing_difference_is_a_warning_and_the_prototxt_wins(deploy, tmp_path, capsys):
+    text, blobs = deploy
+    (tmp_path / "deploy.prototxt").write_text(text)
+    train = parse_prototxt(train_snapshot_text(text, eps_at={"bn2a_branch2b": 0.001}))
+    snapshot = write_caffemodel(tmp_path / "snap.caffemodel", train, blobs)
+    out = tmp_path / "o.pth"
+    code, stdout, _ = cli([snapshot, "--prototxt", tmp_path / "deploy.prototxt", "-o", out, "--json"], capsys)
+    assert code == 0
+    warnings = json.loads(stdout)["warnings"]
+    assert len(warnings) == 1 and "bn2a_branch2b" in warnings[0] and "eps" in warnings[0] and "0.001" in warnings[0]
+    spec, _, _ = load_checkpoint(out)
+    assert spec.bn_eps == 1e-5 and not spec.bn_eps_overrides  # the prototxt's (default) eps
+
+
+def test_blob_shape_disagreement_names_the_layer_and_both_shapes(deploy, tmp_path, capsys):
+    text, blobs = deploy
+    (tmp_path / "deploy.prototxt").write_text(text)
+    wider = text.replace('top: "fc" inner_product_param { num_output: 10 }', 'top: "fc" inner_product_param { num_output: 12 }')
+    trained = dict(blobs)
+    trained["fc"] = [np.zeros((12, blobs["fc"][0].shape[1]), np.float32), np.zeros(12, np.float32)]
+    snapshot = write_caffemodel(tmp_path / "ft.caffemodel", parse_prototxt(wider), trained)
+    out = tmp_path / "o.pth"
+    code, _, err = cli([snapshot, "--prototxt", tmp_path / "deploy.prototxt", "-o", out], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "'fc'" in err and "[12, 128]" in err and "[10, 128]" in err
+    assert not out.exists()
+
+
+# -- 2. Forks ----------------------------------------------------------------------------------
+
+
+def _fork_pool(text: str) -> str:
+    """pool1 as the PyTorch-to-Caffe converters write it: pad 1, ceil_mode false."""
+    return text.replace("pooling_param { kernel_size: 3 stride: 2 pool: MAX }", "pooling_param { kernel_size: 3 stride: 2 pad: 1 pool: MAX ceil_mode: false }")
+
+
+def test_ceil_mode_fork_prototxt_and_binary(deploy, tmp_path):
+    text, blobs = deploy
+    fork = _fork_pool(text)
+    (tmp_path / "fork.prototxt").write_text(fork)
+    bvlc_meaning = fork.replace("ceil_mode: false", "round_mode: FLOOR")  # what the fork's field means
+    # The fork's binary file: field 13 holds its bool (false = 0), which BVLC would read as CEIL.
+    binary_net = parse_prototxt(fork.replace("ceil_mode: false", "round_mode: CEIL"))
+    model = write_caffemodel(tmp_path / "fork.caffemodel", binary_net, blobs)
+    conversion = convert_caffe(model, prototxt=tmp_path / "fork.prototxt")
+    assert conversion.spec.stem_pool == "max"
+    assert conversion.report.warnings == []  # read as ceil_mode: both say floor
+    assert conversion.metadata.source.details["pool_reading"]["field_13"] == "ceil_mode"
+    x = seeded((2, 3, 64, 64), 1)
+    right = logits(bvlc_meaning, blobs, x)
+    assert rel(right, run_converted(conversion, x)) < TOL
+    # Read the BVLC way, the same bytes round up: a 17x17 pool1 where the fork makes 16x16.
+    wrong = CaffeInterpreter(binary_net, blobs).forward({"data": x}, until="pool1")["pool1"]
+    kept = CaffeInterpreter(parse_prototxt(bvlc_meaning), blobs).forward({"data": x}, until="pool1")["pool1"]
+    assert tuple(kept.shape[-2:]) == (16, 16) and tuple(wrong.shape[-2:]) == (17, 17)
+    # Without the prototxt the caffemodel is read as BVLC's, and the report says so.
+    alone = write_caffemodel(tmp_path / "bvlc.caffemodel", parse_prototxt(bvlc_meaning), blobs)
+    details = convert_caffe(alone).metadata.source.details["pool_reading"]
+    assert details["field_13"] == "round_mode" and "no prototxt" in details["why"]
+
+
+def _nvidia(text: str) -> str:
+    """NVIDIA Caffe's form: every BatchNorm carries its scale and bias; net-level precision fields."""
+    text = re.sub(r'layer \{ name: "scale[^"]*" type: "Scale"[^\n]*\n', "", text)
+    text = text.replace("batch_norm_param { use_global_stats: true  }", "batch_norm_param { scale_bias: true eps: 1e-6 engine: CUDNN }")
+    text = text.replace('type: "Convolution"', 'type: "Convolution" forward_type: FLOAT16 forward_math: FLOAT')
+    return text.replace('name: "tiny"\n', 'name: "tiny"\ndefault_forward_type: FLOAT16\ndefault_backward_type: FLOAT16\neltwise_mem_sharing: true\n')
+
+
+def test_nvidia_batchnorm_scale_bias(deploy, tmp_path):
+    text, blobs = deploy
+    nv_text = _nvidia(text)
+    assert "scale_bias: true" in nv_text and '"Scale"' not in nv_text
+    nv_blobs = {}
+    for name, arrays in blobs.items():
+        if name.startswith("scale"):
+            continue
+        if name.startswith("bn"):
+            scale = blobs["scale" + name[2:]]
+            # NVIDIA Caffe: [mean, variance, correction, scale, bias], statistics stored as they are.
+            nv_blobs[name] = [arrays[0] / BN_FACTOR, arrays[1] / BN_FACTOR, np.array([0.5], np.float32), scale[0], scale[1]]
+        else:
+            nv_blobs[name] = arrays
+    (tmp_path / "nv.prototxt").write_text(nv_text)
+    model = write_caffemodel(tmp_path / "nv.caffemodel", parse_prototxt(nv_text), nv_blobs)
+    for prototxt in (None, tmp_path / "nv.prototxt"):
+        conversion = convert_caffe(model, prototxt=prototxt, verify=True)
+        notes = " ".join(conversion.report.notes)
+        assert "default_forward_type" in notes and "forward_type" in notes and "eltwise_mem_sharing" in notes
+        x = seeded((2, 3, 64, 64), 2)
+        # Independent: NVIDIA Caffe's BatchNorm forward (batch_norm_layer.cpp) in torch.nn.functional, as the
+        # BVLC net the test writes: BatchNorm(blob0, blob1, factor 1, eps max(1e-6, 1e-5)) + Scale(blob3, blob4).
+        bvlc_text = text.replace("use_global_stats: true  }", "use_global_stats: true eps: 1e-5 }")
+        reference = logits(bvlc_text, {k: v for k, v in blobs.items()}, x)
+        assert rel(reference, run_converted(conversion, x)) < TOL
+    # One layer by hand: conv1 -> bn_conv1 of NVIDIA Caffe, against the converted stem.
+    conv = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(nv_blobs["conv1"][0]).double(), torch.from_numpy(nv_blobs["conv1"][1]).double(), 2, 3)
+    b = [torch.from_numpy(np.asarray(a, np.float64)).reshape(1, -1, 1, 1) for a in nv_blobs["bn_conv1"][:2] + nv_blobs["bn_conv1"][3:]]
+    expected = (conv - b[0]) / torch.sqrt(b[1] + 1e-5) * b[2] + b[3]
+    model_ = _built(conversion)
+    with torch.inference_mode():
+        ours = model_.bn1(model_.conv1(torch.from_numpy(x))).double()
+    assert rel(expected.numpy(), ours.numpy()) < TOL
+    # Read the BVLC way (divide by blob 2 = 0.5, eps 1e-6) the numbers move.
+    wrong = (conv - 2 * b[0]) / torch.sqrt(2 * b[1] + 1e-6) * b[2] + b[3]
+    assert rel(expected.numpy(), wrong.numpy()) > 1e-3
+
+
+def _built(conversion):
+    from resnet_port.resnet_ref import build_model
+
+    model = build_model(conversion.spec)
+    full = model.state_dict()
+    full.update(conversion.state_dict)
+    model.load_state_dict(full)
+    return model.eval()
+
+
+def _fork_bn(text: str, segnet: bool = False) -> str:
+    text = re.sub(r'layer \{ name: "scale[^"]*" type: "Scale"[^\n]*\n', "", text)
+    param = "bn_param { bn_mode: INFERENCE scale_filler { type: \"constant\" value: 1 } shift_filler { value: 0 } }" if segnet else (
+        'bn_param { slope_filler { type: "constant" value: 1 } bias_filler { type: "constant" value: 0 } frozen: true momentum: 0.95 }'
+    )
+    return text.replace('type: "BatchNorm"', 'type: "BN" param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 0 } param { lr_mult: 0 }').replace(
+        "batch_norm_param { use_global_stats: true  }", param
+    )
+
+
+def test_segmentation_fork_bn_layer(deploy, tmp_path):
+    text, blobs = deploy
+    fork_text = _fork_bn(text)
+    fork_blobs = {}
+    for name, arrays in blobs.items():
+        if name.startswith("scale"):
+            continue
+        if name.startswith("bn"):
+            scale = blobs["scale" + name[2:]]
+            c = scale[0].size
+            shaped = [a.reshape(1, c, 1, 1) for a in (scale[0], scale[1], arrays[0] / BN_FACTOR, arrays[1] / BN_FACTOR)]
+            fork_blobs[name] = shaped  # [scale, shift, mean, variance], (1, C, 1, 1) as the fork stores them
+        else:
+            fork_blobs[name] = arrays
+    (tmp_path / "bn.prototxt").write_text(fork_text)
+    h5 = write_caffemodel_h5(tmp_path / "bn.caffemodel.h5", fork_blobs)
+    conversion = convert_caffe(h5, prototxt=tmp_path / "bn.prototxt", verify=True)
+    x = seeded((2, 3, 64, 64), 4)
+    reference = logits(text, blobs, x)  # the same numbers in BVLC's BatchNorm + Scale
+    assert rel(reference, run_converted(conversion, x)) < TOL
+    assert conversion.metadata.verification["max_rel_diff"] < TOL
+    # The blob order matters: statistics taken from blobs 0, 1 (BVLC's place) give other numbers.
+    swapped = {k: ([v[2], v[3], v[0], v[1]] if k.startswith("bn") else v) for k, v in fork_blobs.items()}
+    h5_wrong = write_caffemodel_h5(tmp_path / "wrong.caffemodel.h5", swapped)
+    assert not rel(reference, run_converted(convert_caffe(h5_wrong, prototxt=tmp_path / "bn.prototxt"), x)) < 1e-3  # (nan: a negative variance)
+
+
+def test_segnet_bn_inference_mode(deploy, tmp_path):
+    text, blobs = deploy
+    seg_text = _fork_bn(text, segnet=True)
+    folded = {}
+    for name, arrays in blobs.items():
+        if name.startswith("scale"):
+            continue
+        if name.startswith("bn"):
+            gamma, beta = blobs["scale" + name[2:]]
+            mean, var = arrays[0] / BN_FACTOR, arrays[1] / BN_FACTOR
+            s = gamma / np.sqrt(var + 1e-5)
+            folded[name] = [s.reshape(1, -1, 1, 1).astype(np.float32), (beta - mean * s).reshape(1, -1, 1, 1).astype(np.float32)]
+        else:
+            folded[name] = arrays
+    (tmp_path / "seg.prototxt").write_text(seg_text)
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "seg.h5", folded), prototxt=tmp_path / "seg.prototxt")
+    x = seeded((1, 3, 64, 64), 5)
+    # SegNet's INFERENCE forward, y = scale * x + shift, is BVLC's Scale layer alone.
+    scale_only = re.sub(r'layer \{ name: "bn[^"]*" type: "BatchNorm"[^\n]*\n', "", text)
+    scale_blobs = {("scale" + k[2:] if k.startswith("bn") else k): ([a.reshape(-1) for a in v] if k.startswith("bn") else v) for k, v in folded.items()}
+    assert rel(logits(scale_only, scale_blobs, x), run_converted(conversion, x)) < 1e-4
+    learn = seg_text.replace("bn_mode: INFERENCE", "bn_mode: LEARN")
+    (tmp_path / "learn.prototxt").write_text(learn)
+    with pytest.raises(ConversionError, match="bn_mode LEARN"):
+        convert_caffe(tmp_path / "seg.h5", prototxt=tmp_path / "learn.prototxt")
+
+
+def test_unknown_field_named_with_layer_and_line(deploy, tmp_path, capsys):
+    text, blobs = deploy
+    bad = text.replace("pooling_param { kernel_size: 3 stride: 2 pool: MAX }", "pooling_param { kernel_size: 3 stride: 2 pool: MAX dilation: 2 }")
+    (tmp_path / "bad.prototxt").write_text(bad)
+    h5 = write_caffemodel_h5(tmp_path / "w.h5", blobs)
+    out = tmp_path / "o.pth"
+    code, _, err = cli([h5, "--prototxt", tmp_path / "bad.prototxt", "-o", out], capsys)
+    line = next(i + 1 for i, l in enumerate(bad.splitlines()) if "dilation: 2 }" in l and "pool1" in l)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "'dilation'" in err and "'pool1'" in err and f"line {line}" in err
+
+
+def test_training_only_unknown_fields_and_python_layers_are_noted(deploy, tmp_path):
+    text, blobs = deploy
+    body = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", "", text)
+    data = (
+        'layer { name: "data" type: "Python" top: "data" top: "label" include { phase: TRAIN } '
+        'python_param { module: "loaders" layer: "ImageNetLoader" param_str: "{\'batch\': 32}" } }\n'
+        'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST } '
+        'transform_param { crop_size: 64 mean_value: 104 mean_value: 117 mean_value: 123 use_gpu_transform: true } '
+        'data_param { source: "val_lmdb" batch_size: 10 threads: 4 } }\n'
+    )
+    train_val = body.replace("layer {", data + "layer {", 1).replace(
+        'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob"  }',
+        'layer { name: "loss" type: "Python" bottom: "fc" bottom: "label" top: "loss" loss_weight: 1 python_param { module: "losses" layer: "Focal" } }',
+    )
+    (tmp_path / "train_val.prototxt").write_text(train_val)
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "w.h5", blobs), prototxt=tmp_path / "train_val.prototxt")
+    notes = " ".join(conversion.report.notes)
+    assert "data_param.threads" in notes and "transform_param.use_gpu_transform" in notes and "loss (Python Focal)" in notes
+    x = seeded((1, 3, 64, 64), 6)
+    assert rel(logits(text, blobs, x), run_converted(conversion, x)) < TOL
+
+
+def test_solver_prototxt_is_named_with_the_command_that_reads_it(deploy, tmp_path, capsys):
+    _, blobs = deploy
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "train_val.prototxt"\nbase_lr: 0.1\nlr_policy: "step"\nmax_iter: 1000\nsolver_mode: GPU\n')
+    h5 = write_caffemodel_h5(tmp_path / "w.h5", blobs)
+    out = tmp_path / "o.pth"
+    for argv in ([h5, "--prototxt", solver, "-o", out], [solver, "-o", out]):
+        code, _, err = cli(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "solver" in err and "convert-solver" in err and "solver.prototxt" in err
