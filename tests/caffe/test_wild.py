@@ -284,3 +284,162 @@ def test_solver_prototxt_is_named_with_the_command_that_reads_it(deploy, tmp_pat
         code, _, err = cli(argv, capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1
         assert "solver" in err and "convert-solver" in err and "solver.prototxt" in err
+
+
+# -- 4. Heads and layers that converters and forks add (reader-level) ---------------------------
+
+
+def _with_head(text: str, head: str) -> str:
+    return text.replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob"  }\n', head)
+
+
+HEADS = {
+    # A deploy file that kept its training heads: they read a `label` blob nothing makes.
+    "loss_on_missing_label": 'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n'
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n'
+    'layer { name: "top5" type: "Accuracy" bottom: "fc" bottom: "label" top: "top5" accuracy_param { top_k: 5 } }\n',
+    # Accuracy reading the Softmax output.
+    "accuracy_on_softmax": 'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n'
+    'layer { name: "acc" type: "Accuracy" bottom: "prob" bottom: "label" top: "acc" }\n',
+    # A multi-label head.
+    "sigmoid": 'layer { name: "sig" type: "Sigmoid" bottom: "fc" top: "sig" }\n',
+    "sigmoid_in_place": 'layer { name: "sig" type: "Sigmoid" bottom: "fc" top: "fc" }\n',
+}
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_heads_are_converted_with_a_note(deploy, tmp_path, head):
+    text, blobs = deploy
+    edited = _with_head(text, HEADS[head])
+    assert edited != text
+    (tmp_path / "d.prototxt").write_text(edited)
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "w.h5", blobs), prototxt=tmp_path / "d.prototxt", verify=True)
+    x = seeded((2, 3, 64, 64), 7)
+    assert rel(logits(text, blobs, x), run_converted(conversion, x)) < TOL  # the logits
+    notes = " ".join(conversion.report.notes)
+    dropped = {"loss_on_missing_label": ["loss", "top5", "'label', which nothing makes"], "accuracy_on_softmax": ["acc (Accuracy)"],
+               "sigmoid": ["sig (Sigmoid)"], "sigmoid_in_place": ["sig (Sigmoid)"]}[head]
+    for fragment in dropped:
+        assert fragment in notes
+    if head.startswith("sigmoid"):
+        assert conversion.metadata.source.details["output_activation"] == "sigmoid"
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        'layer { name: "flat" type: "Flatten" bottom: "pool5" top: "flat" }\n',
+        'layer { name: "flat" type: "Reshape" bottom: "pool5" top: "flat" reshape_param { shape { dim: 0 dim: -1 } } }\n',
+    ],
+    ids=["flatten", "reshape"],
+)
+def test_flatten_or_reshape_before_the_classifier(deploy, tmp_path, layer):
+    text, blobs = deploy
+    edited = text.replace(
+        'layer { name: "fc" type: "InnerProduct" bottom: "pool5"', layer + 'layer { name: "fc" type: "InnerProduct" bottom: "flat"'
+    )
+    (tmp_path / "d.prototxt").write_text(edited)
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "w.h5", blobs), prototxt=tmp_path / "d.prototxt", verify=True)
+    x = seeded((2, 3, 64, 64), 8)
+    # Caffe's InnerProduct (axis 1) flattens C x H x W itself: the same logits without the layer.
+    assert rel(logits(text, blobs, x), run_converted(conversion, x)) < TOL
+    assert "flat (" in " ".join(conversion.report.notes)
+
+
+def test_silence_and_label_layers_of_a_train_val(deploy, tmp_path):
+    text, blobs = deploy
+    body = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", "", text)
+    data = (
+        'layer { name: "data" type: "ImageData" top: "data" top: "label" include { phase: TEST } '
+        'transform_param { crop_size: 64 } image_data_param { source: "val.txt" batch_size: 5 } }\n'
+        'layer { name: "silence" type: "Silence" bottom: "label" include { phase: TEST } }\n'
+    )
+    (tmp_path / "tv.prototxt").write_text(body.replace("layer {", data + "layer {", 1))
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "w.h5", blobs), prototxt=tmp_path / "tv.prototxt")
+    assert "silence (Silence)" in " ".join(conversion.report.notes)
+    x = seeded((1, 3, 64, 64), 9)
+    assert rel(logits(text, blobs, x), run_converted(conversion, x)) < TOL
+
+
+# -- 5. Preprocessing from the net itself ---------------------------------------------------------
+
+
+def _cifar(tmp_path, transform: str):
+    text = resnet_prototxt(block="basic", widths=(4, 8, 16, 32), input_size=32, pool5=1, name="cifar")
+    blobs = weights_for(parse_prototxt(text), seed=11)
+    body = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", "", text)
+    data = (
+        'layer { name: "cifar" type: "Data" top: "data" top: "label" include { phase: TRAIN } '
+        'transform_param { mirror: true crop_size: 32 } data_param { source: "train_lmdb_padded_40" batch_size: 128 } }\n'
+        'layer { name: "cifar" type: "Data" top: "data" top: "label" include { phase: TEST } '
+        f'transform_param {{ {transform} }} data_param {{ source: "test_lmdb" batch_size: 100 }} }}\n'
+    )
+    prototxt = tmp_path / "cifar_train_val.prototxt"
+    prototxt.write_text(body.replace("layer {", data + "layer {", 1))
+    return text, blobs, prototxt, write_caffemodel_h5(tmp_path / "cifar.caffemodel.h5", blobs)
+
+
+def test_cifar_preprocessing_comes_from_the_test_data_layer(tmp_path, capsys):
+    text, blobs, prototxt, h5 = _cifar(tmp_path, "scale: 0.00390625 mean_value: 125.3 mean_value: 123.0 mean_value: 113.9")
+    out = tmp_path / "c.pth"
+    code, stdout, _ = cli([h5, "--prototxt", prototxt, "--verify", "-o", out, "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["verification"]["max_rel_diff"] < TOL
+    _, _, metadata = load_checkpoint(out)
+    pre = metadata.preprocessing
+    assert (pre.resize, pre.crop) == (32, 32)  # the net's 32x32: no resize
+    assert pre.mean == pytest.approx((125.3, 123.0, 113.9)) and pre.std == pytest.approx((256.0,) * 3)
+    assert pre.channel_order == "BGR" and pre.pixel_max == 255.0
+    # What the recorded preprocessing feeds the model is what Caffe's DataTransformer feeds the net:
+    # (pixel - mean) * scale, on the 32x32 image.
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 32, 32)).astype(np.float32)
+    caffe_data = (pixels - np.array([125.3, 123.0, 113.9], np.float32).reshape(1, 3, 1, 1)) * np.float32(0.00390625)
+    ours = (pixels - np.array(pre.mean, np.float32).reshape(1, 3, 1, 1)) / np.array(pre.std, np.float32).reshape(1, 3, 1, 1)
+    assert np.allclose(caffe_data, ours, rtol=0, atol=1e-6)
+    # The flags still override the file.
+    code, _, _ = cli([h5, "--prototxt", prototxt, "--mean-values", 1, 2, 3, "-o", out], capsys)
+    assert code == 0 and load_checkpoint(out)[2].preprocessing.mean == (1.0, 2.0, 3.0)
+
+
+def test_mean_file_found_beside_the_prototxt_or_named_in_a_warning(tmp_path, capsys):
+    from resnet_port.converters.caffe import write_binaryproto
+
+    text, blobs, prototxt, h5 = _cifar(tmp_path, 'mean_file: "/home/someone/cifar10/mean.binaryproto"')
+    out = tmp_path / "c.pth"
+    code, stdout, _ = cli([h5, "--prototxt", prototxt, "-o", out, "--json"], capsys)
+    assert code == 0
+    warnings = json.loads(stdout)["warnings"]
+    assert any("/home/someone/cifar10/mean.binaryproto" in w and "--mean" in w for w in warnings)
+    assert load_checkpoint(out)[2].preprocessing.mean_image is None
+    image = np.random.default_rng(1).uniform(100, 130, (1, 3, 32, 32)).astype(np.float32)
+    write_binaryproto(tmp_path / "mean.binaryproto", image)
+    code, stdout, _ = cli([h5, "--prototxt", prototxt, "-o", out, "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["warnings"] == []
+    assert np.array_equal(load_checkpoint(out)[2].preprocessing.mean_image, image[0])
+
+
+# -- 6. No tracebacks: an input size the weights do not fit ---------------------------------------
+
+
+def test_verify_on_a_test_net_whose_input_does_not_fit(deploy, tmp_path, capsys):
+    text, blobs = deploy
+    body = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", "", text)
+    data = (
+        'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST } '
+        'transform_param { crop_size: 96 mean_value: 104 mean_value: 117 mean_value: 123 } data_param { source: "val" batch_size: 1 } }\n'
+    )
+    (tmp_path / "tv.prototxt").write_text(body.replace("layer {", data + "layer {", 1))
+    h5 = write_caffemodel_h5(tmp_path / "w.h5", blobs)
+    out = tmp_path / "o.pth"
+    code, stdout, err = cli([h5, "--prototxt", tmp_path / "tv.prototxt", "--verify", "-o", out, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    [warning] = summary["warnings"]
+    # 96 -> a 3x3 last map -> pool5 (2x2, stride 1) leaves 2x2: the classifier would see 128 x 2 x 2.
+    assert "InnerProduct 'fc'" in warning and "128 x 2 x 2 = 512" in warning and "take 128" in warning
+    verification = summary["verification"]
+    assert verification["max_rel_diff"] < TOL
+    size = int(verification["input_size_why"].split("x")[0])
+    assert f"{size}x{size}" in warning and size != 96
+    # The size chosen really fits: the interpreter runs there (and the converted model agrees).
+    x = seeded((1, 3, size, size), 10)
+    assert rel(logits(text, blobs, x), run_converted(convert_caffe(h5, prototxt=tmp_path / "tv.prototxt"), x)) < TOL
