@@ -174,8 +174,12 @@ def normalise(
 def _normalise(
     net: Any, blobs: Mapping[str, Sequence[np.ndarray]], where: str, filter_phase: bool, pool_reading: str, nvidia: bool | None
 ) -> Normalised:
+    for i, layer in enumerate(net.layer):
+        texts = [layer.name, layer.type, *layer.bottom, *layer.top]
+        if not all(isinstance(t, str) for t in texts):  # protobuf hands back bytes that are not UTF-8
+            raise CaffeFormatError(f"{where}: layer #{i}: its name, type or a blob name is not UTF-8 text (a damaged file)")
     out = Normalised(message_class("NetParameter")(), {k: list(v) for k, v in blobs.items()})
-    out.net.name = net.name
+    out.net.name = net.name if isinstance(net.name, str) else ""
     nvidia = is_nvidia(net) if nvidia is None else nvidia
     layers = []
     for layer in net.layer:
