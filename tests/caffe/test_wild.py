@@ -443,3 +443,41 @@ def test_verify_on_a_test_net_whose_input_does_not_fit(deploy, tmp_path, capsys)
     # The size chosen really fits: the interpreter runs there (and the converted model agrees).
     x = seeded((1, 3, size, size), 10)
     assert rel(logits(text, blobs, x), run_converted(convert_caffe(h5, prototxt=tmp_path / "tv.prototxt"), x)) < TOL
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_nvidia_raw_data_blobs(deploy, tmp_path):
+    """NVIDIA Caffe stores blobs as raw_data (field 12) of raw_data_type (10: FLOAT 1, FLOAT16 2)."""
+    text, blobs = deploy
+    net = parse_prototxt(text)
+    layer_cls = type(net.layer[0])
+    half = {name: [a.astype(np.float16).astype(np.float32) for a in arrays] for name, arrays in blobs.items()}
+    body = b""
+    for i, layer in enumerate(net.layer):
+        bare = layer_cls()
+        bare.CopyFrom(layer)
+        payload = bare.SerializeToString()
+        for j, array in enumerate(half.get(layer.name, [])):
+            raw_type = 2 if (i + j) % 2 else 1  # FLOAT16 and FLOAT blobs side by side
+            raw = array.astype("<f2" if raw_type == 2 else "<f4").tobytes()
+            shape = b"".join(_varint(int(d)) for d in array.shape)
+            blob = _field(7, _field(1, shape)) + _varint(10 << 3) + _varint(raw_type) + _field(12, raw)
+            payload += _field(7, blob)
+        body += _field(100, payload)
+    path = tmp_path / "nvcaffe_iter_10.caffemodel"
+    path.write_bytes(_field(1, b"tiny") + body)
+    conversion = convert_caffe(path)
+    x = seeded((2, 3, 64, 64), 12)
+    assert rel(logits(text, half, x), run_converted(conversion, x)) < TOL
