@@ -12,9 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
+
+from resnet_port.converters.caffe.binaryproto import read_binaryproto
+from resnet_port.converters.caffe.errors import CaffeFormatError
 from resnet_port.converters.caffe.netstate import DATA_TYPES, TEST_PHASE, in_test_phase
+from resnet_port.errors import ConversionError
 
 SMALL_INPUT = 100  # below this a net is CIFAR-size: no resize, crop = input size
 RELEASE_RESIZE, RELEASE_CROP = 256, 224
@@ -122,4 +127,95 @@ def find_mean_file(name: str, beside: list[Path]) -> Path | None:
     return None
 
 
-__all__ = ["NetInput", "find_mean_file", "read_net_input", "resize_and_crop"]
+
+
+def read_mean(path: Path, channels: int) -> np.ndarray:
+    """The mean image (C, H, W) of a binaryproto, checked against the net's input channels."""
+    array = read_binaryproto(path)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3 or array.shape[0] != channels or min(array.shape[1:]) < 1:
+        raise CaffeFormatError(
+            f"{path}: the mean has shape {list(read_binaryproto(path).shape)}, expected (1, {channels}, H, W): "
+            f"one {channels}-channel image in the net's input channel order"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def mean_values_for(values: Sequence[float], channels: int, what: str = "--mean-values") -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise ConversionError(f"{what} has {len(values)} values, the net's input has {channels} channels (give 1 or {channels})")
+    return values
+
+
+@dataclass
+class Chosen:
+    """The preprocessing a conversion records (in the net's channel order), and why."""
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    mean_image: np.ndarray | None
+    mean_file: Path | None
+    resize: int
+    crop: int
+    fits: tuple[int, int]  # an input size the weights take (for --verify)
+    misfit: str | None  # why the net's own size does not fit, if it does not
+    scale: float | None
+
+
+def choose_preprocessing(
+    paired: Any, graph_input_shape: Any, channels: int, mean: Path | None, mean_values: Sequence[float] | None,
+    prototxt: Path | None, model_path: Path, verify: bool, report: Any,
+) -> Chosen:
+    """The flags first, then what the net says (its TEST data layer, else the snapshot's own TRAIN
+    data layer), then the release's conventions; notes and warnings go to ``report``."""
+    from resnet_port.converters.caffe.shapes import fitting_size
+
+    model_net = paired.model.net
+    said = read_net_input(
+        paired.prototxt_net if paired.prototxt_net is not None else (model_net if model_net is not None else paired.net),
+        paired.where, fallback_net=model_net if paired.prototxt_net is not None else None, fallback_source=str(model_path),
+    )
+    shape = tuple(graph_input_shape) if graph_input_shape else ()
+    declared = said.size or (tuple(int(d) for d in shape[2:4]) if len(shape) == 4 and all(shape[2:4]) else None)
+    fits, misfit = fitting_size(paired.net, paired.blobs, channels, declared)
+    if misfit is not None:
+        report.warnings.append(
+            f"the net's input {declared[0]}x{declared[1]} does not fit its weights ({misfit}); "
+            f"{fits[0]}x{fits[1]} fits: recorded as the crop" + (" and used by --verify" if verify else "")
+        )
+    resize, crop, size_why = resize_and_crop(fits if (misfit or said.size) else declared)
+    report.notes.append(f"preprocessing: {size_why}" + (f" ({said.size_from})" if said.size_from and not misfit else ""))
+    values = mean_image = mean_file = None
+    if mean is not None:
+        mean_file = Path(mean)
+    elif mean_values is not None:
+        values = mean_values_for(mean_values, channels)
+    elif said.mean_values:
+        values = mean_values_for(said.mean_values, channels, f"{said.transform_from}: mean_value")
+        report.notes.append(f"mean from the net: {said.transform_from}")
+    elif said.mean_file:
+        beside = [p.parent for p in (prototxt, model_path) if p is not None]
+        mean_file = find_mean_file(said.mean_file, beside)
+        if mean_file is None:
+            report.warnings.append(
+                f"the net names the mean file {said.mean_file!r} ({said.transform_from}), not found as written nor beside "
+                f"{' or '.join(str(b) for b in beside)}: give it with --mean; the recorded preprocessing subtracts nothing"
+            )
+        else:
+            report.notes.append(f"mean from the net: {said.transform_from}: mean_file {said.mean_file!r}, found at {mean_file}")
+    if mean_file is not None:
+        mean_image = read_mean(mean_file, channels)
+    std = None
+    if said.scale is not None and said.scale != 1.0:
+        if not said.scale > 0:
+            raise ConversionError(f"{said.transform_from}: transform_param scale {said.scale:g} must be positive")
+        std = (1.0 / said.scale,) * channels
+        report.notes.append(f"scale {said.scale:g} ({said.transform_from}): recorded as std {1.0 / said.scale:g}")
+    return Chosen(values, std, mean_image, mean_file, resize, crop, fits, misfit, said.scale if std is not None else None)
+
+
+__all__ = ["Chosen", "NetInput", "choose_preprocessing", "find_mean_file", "mean_values_for", "read_mean", "read_net_input", "resize_and_crop"]
