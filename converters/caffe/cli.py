@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  verify: max |diff| {v['max_abs_diff']:.3g} ({v['max_rel_diff']:.3g} of max |logit|), top-1 agreement {v['top1_agreement']:.0%}")
     if pre.mean is None and pre.mean_image is None:
         print("convert-caffe: warning: no mean given; the checkpoint's preprocessing subtracts nothing", file=sys.stderr)
+    for warning in report.warnings:  # also in --json's "warnings" and the --report file
+        print(f"convert-caffe: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from resnet_port.converters.caffe.agreement import compare_nets
 from resnet_port.converters.caffe.caffemodel import CaffeModel, read_caffemodel
 from resnet_port.converters.caffe.layers import blob_id
-from resnet_port.converters.caffe.normalise import Normalised, normalise, pool_reading_of
+from resnet_port.converters.caffe.normalise import Normalised, is_nvidia, normalise, pool_reading_of
 from resnet_port.converters.caffe.prototxt import read_prototxt_with_notes
 from resnet_port.converters.common import ConversionReport
 from resnet_port.errors import ConversionError
@@ -72,7 +72,11 @@ def pair(model_path: Path, prototxt: Path | None, report: ConversionReport) -> P
         report.notes.append(f"pooling rounding of {model_path.name} (field 13) read as {field}: {why}")
     # A prototxt may hold both phases (train_val); the caffemodel's own net was filtered by Caffe
     # when it was built (a solver snapshot holds the TRAIN net), so it is taken as it is.
-    clean = normalise(net, model.blobs, where, filter_phase=prototxt is not None, pool_reading="bvlc" if prototxt is not None else reading)
+    # NVIDIA Caffe's BatchNorm semantics apply when either definition comes from NVIDIA Caffe.
+    nvidia = is_nvidia(net) or (model.net is not None and is_nvidia(model.net))
+    clean = normalise(
+        net, model.blobs, where, filter_phase=prototxt is not None, pool_reading="bvlc" if prototxt is not None else reading, nvidia=nvidia
+    )
     for name in clean.details.get("excluded_from_test", []):
         report.skip(name, "excluded from the TEST phase")
     report.notes.extend(clean.notes)
