@@ -87,7 +87,10 @@ def convert_caffe(
 
     state_dict = mapped.state_dict
     channels = spec.in_chans
-    chosen = choose_preprocessing(paired, graph.input_shape, channels, mean, mean_values, prototxt, model_path, verify, report)
+    chosen = choose_preprocessing(
+        paired, graph.input_shape, channels, mean, mean_values, prototxt, model_path, verify, report,
+        small_stem=spec.stem == "3x3" and spec.stem_pool == "none",
+    )
     mean_image, values, std = chosen.mean_image, chosen.mean, chosen.std
     order = "BGR"
     if rgb:

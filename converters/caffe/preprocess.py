@@ -168,7 +168,7 @@ class Chosen:
 
 def choose_preprocessing(
     paired: Any, graph_input_shape: Any, channels: int, mean: Path | None, mean_values: Sequence[float] | None,
-    prototxt: Path | None, model_path: Path, verify: bool, report: Any,
+    prototxt: Path | None, model_path: Path, verify: bool, report: Any, small_stem: bool = False,
 ) -> Chosen:
     """The flags first, then what the net says (its TEST data layer, else the snapshot's own TRAIN
     data layer), then the release's conventions; notes and warnings go to ``report``."""
@@ -179,16 +179,6 @@ def choose_preprocessing(
         paired.prototxt_net if paired.prototxt_net is not None else (model_net if model_net is not None else paired.net),
         paired.where, fallback_net=model_net if paired.prototxt_net is not None else None, fallback_source=str(model_path),
     )
-    shape = tuple(graph_input_shape) if graph_input_shape else ()
-    declared = said.size or (tuple(int(d) for d in shape[2:4]) if len(shape) == 4 and all(shape[2:4]) else None)
-    fits, misfit = fitting_size(paired.net, paired.blobs, channels, declared)
-    if misfit is not None:
-        report.warnings.append(
-            f"the net's input {declared[0]}x{declared[1]} does not fit its weights ({misfit}); "
-            f"{fits[0]}x{fits[1]} fits: recorded as the crop" + (" and used by --verify" if verify else "")
-        )
-    resize, crop, size_why = resize_and_crop(fits if (misfit or said.size) else declared)
-    report.notes.append(f"preprocessing: {size_why}" + (f" ({said.size_from})" if said.size_from and not misfit else ""))
     values = mean_image = mean_file = None
     if mean is not None:
         mean_file = Path(mean)
@@ -209,6 +199,25 @@ def choose_preprocessing(
             report.notes.append(f"mean from the net: {said.transform_from}: mean_file {said.mean_file!r}, found at {mean_file}")
     if mean_file is not None:
         mean_image = read_mean(mean_file, channels)
+
+    shape = tuple(graph_input_shape) if graph_input_shape else ()
+    declared = said.size or (tuple(int(d) for d in shape[2:4]) if len(shape) == 4 and all(shape[2:4]) else None)
+    if declared is None and mean_image is not None and said.mean_file:
+        # No crop: Caffe's DataTransformer takes whole images, which must match the mean's size.
+        declared = (int(mean_image.shape[1]), int(mean_image.shape[2]))
+        said.size_from = f"the size of the mean file {said.mean_file!r} (no crop_size: whole images)"
+    elif declared is None and small_stem:
+        declared = (32, 32)
+        said.size_from = "no input size in the file; a CIFAR-style stem (3x3, stride 1, no pool): 32x32 assumed"
+        report.warnings.append(f"the net gives no input size; {said.size_from}")
+    fits, misfit = fitting_size(paired.net, paired.blobs, channels, declared)
+    if misfit is not None:
+        report.warnings.append(
+            f"the net's input {declared[0] if declared else 224}x{declared[1] if declared else 224} does not fit its weights "
+            f"({misfit}); {fits[0]}x{fits[1]} fits: recorded as the crop" + (" and used by --verify" if verify else "")
+        )
+    resize, crop, size_why = resize_and_crop(fits if (misfit or declared) else None)
+    report.notes.append(f"preprocessing: {size_why}" + (f" ({said.size_from})" if said.size_from and not misfit else ""))
     std = None
     if said.scale is not None and said.scale != 1.0:
         if not said.scale > 0:

@@ -481,3 +481,38 @@ def test_nvidia_raw_data_blobs(deploy, tmp_path):
     conversion = convert_caffe(path)
     x = seeded((2, 3, 64, 64), 12)
     assert rel(logits(text, half, x), run_converted(conversion, x)) < TOL
+
+
+def _cifar_stem_net(tmp_path, transform: str):
+    """A CIFAR-style net (3x3 stride-1 stem, no pool1, global pool5) whose TEST data layer takes whole
+    images (no crop_size): the file names no input size."""
+    text = resnet_prototxt(block="basic", widths=(4, 8, 16, 32), input_size=32, name="cifar_stem")
+    text = text.replace("num_output: 8 kernel_size: 7 pad: 3 stride: 2", "num_output: 8 kernel_size: 3 pad: 1 stride: 1")
+    text = re.sub(r'layer \{ name: "pool1"[^\n]*\n', "", text).replace('bottom: "pool1"', 'bottom: "conv1"')
+    text = text.replace("pooling_param { kernel_size: 2 stride: 1 pool: AVE }", "pooling_param { global_pooling: true pool: AVE }")
+    blobs = weights_for(parse_prototxt(text), seed=13)
+    body = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", "", text)
+    data = f'layer {{ name: "data" type: "Data" top: "data" top: "label" transform_param {{ {transform} }} data_param {{ source: "test_lmdb" batch_size: 100 }} }}\n'
+    prototxt = tmp_path / "tv.prototxt"
+    prototxt.write_text(body.replace("layer {", data + "layer {", 1))
+    return text, blobs, prototxt, write_caffemodel_h5(tmp_path / "w.h5", blobs)
+
+
+def test_input_size_from_the_mean_file_or_the_cifar_stem(tmp_path):
+    from resnet_port.converters.caffe import write_binaryproto
+
+    text, blobs, prototxt, h5 = _cifar_stem_net(tmp_path, 'mean_file: "mean.binaryproto"')
+    write_binaryproto(tmp_path / "mean.binaryproto", np.full((1, 3, 32, 32), 120.0, np.float32))
+    conversion = convert_caffe(h5, prototxt=prototxt, verify=True)
+    assert conversion.spec.stem == "3x3" and conversion.spec.head_pool == "global"
+    pre = conversion.metadata.preprocessing
+    # Whole images of the mean's 32x32 (Caffe requires the mean to match them): no resize.
+    assert (pre.resize, pre.crop) == (32, 32) and pre.mean_image.shape == (3, 32, 32)
+    assert conversion.report.warnings == []
+    assert conversion.metadata.verification["max_rel_diff"] < TOL
+    # Mean values only: the stem says CIFAR; 32x32 is assumed, with a warning.
+    _, _, prototxt2, h5b = _cifar_stem_net(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path, "mean_value: 120")
+    conversion = convert_caffe(h5b, prototxt=prototxt2)
+    pre = conversion.metadata.preprocessing
+    assert (pre.resize, pre.crop) == (32, 32) and pre.mean == (120.0, 120.0, 120.0)
+    assert any("32x32 assumed" in w for w in conversion.report.warnings)
