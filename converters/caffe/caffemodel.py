@@ -138,6 +138,24 @@ def _parse(buf: memoryview, where: str) -> CaffeModel:
     return CaffeModel(Path(where), net, blobs)
 
 
+def _solver_state(start: bytes) -> str | None:
+    """A ``.solverstate`` (SolverState: iter = 1, learned_net = 2, history = 3) begins with the
+    iteration and the path of the caffemodel it belongs to; a NetParameter never does."""
+    try:
+        fields = []
+        for number, wire, a, b, _ in iter_fields(memoryview(start), 0, len(start), "head"):
+            fields.append((number, wire, a, b))
+            if len(fields) == 2:
+                break
+    except CaffeFormatError:
+        return None
+    if len(fields) == 2 and fields[0][:2] == (1, 0) and fields[1][:2] == (2, LEN):
+        name = bytes(start[fields[1][2] : fields[1][3]]).decode("utf-8", "replace")
+        if name.endswith((".caffemodel", ".h5")):
+            return f"iteration {fields[0][2]}, learned_net {name!r}"
+    return None
+
+
 def read_caffemodel(path: str | Path) -> CaffeModel:
     """Read a ``.caffemodel`` (or, recognised by its signature, a ``.caffemodel.h5``).
 
@@ -163,6 +181,11 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
             )
         if head.lstrip()[:5] in (b"name:", b"layer", b"input") or head[:1] == b"#":
             raise CaffeFormatError(f"{path}: is a text prototxt, not a binary caffemodel; give it with --prototxt")
+        state = _solver_state(start)
+        if state is not None:
+            raise CaffeFormatError(
+                f"{path}: is a Caffe solver state ({state}), not the weights: give the .caffemodel snapshot it names"
+            )
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         model = parse_caffemodel_bytes(memoryview(mapped), str(path))

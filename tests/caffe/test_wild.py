@@ -516,3 +516,12 @@ def test_input_size_from_the_mean_file_or_the_cifar_stem(tmp_path):
     pre = conversion.metadata.preprocessing
     assert (pre.resize, pre.crop) == (32, 32) and pre.mean == (120.0, 120.0, 120.0)
     assert any("32x32 assumed" in w for w in conversion.report.warnings)
+
+
+def test_solver_state_given_as_the_weights(tmp_path, capsys):
+    path = tmp_path / "snap_iter_500.solverstate"
+    learned = b"snap_iter_500.caffemodel"
+    path.write_bytes(_varint(1 << 3) + _varint(500) + _field(2, learned) + _field(3, b"\x2a\x00"))
+    out = tmp_path / "o.pth"
+    code, _, err = cli([path, "-o", out], capsys)
+    assert code == 2 and "solver state" in err and "snap_iter_500.caffemodel" in err and "500" in err
