@@ -50,12 +50,12 @@ NVIDIA_NET_FIELDS = (
     "default_cudnn_math_override", "eltwise_mem_sharing",
 )
 NVIDIA_LAYER_FIELDS = ("forward_type", "backward_type", "forward_math", "backward_math", "debug", "cudnn_math_override")
-_IGNORED_PARAM_FIELDS = {
-    "convolution_param": ("engine", "cudnn_convolution_algo_seeker", "conv_algos_override", "weight_filler", "bias_filler"),
-    "batch_norm_param": ("engine", "use_global_stats", "moving_average_fraction", "scale_filler", "bias_filler"),
+_IGNORED_PARAM_FIELDS = {  # (training-only fields such as fillers and use_global_stats are not listed)
+    "convolution_param": ("engine", "cudnn_convolution_algo_seeker", "conv_algos_override"),
+    "batch_norm_param": ("engine",),
     "pooling_param": ("engine",),
     "relu_param": ("engine",),
-    "bn_param": ("engine", "momentum", "frozen", "slope_filler", "bias_filler", "scale_filler", "shift_filler", "decay"),
+    "bn_param": ("engine",),
 }
 
 
@@ -129,16 +129,21 @@ def _consumers(layers: Sequence[Any], index: int, blob: str) -> list[int]:
 
 
 def ignored_fields(net: Any) -> list[str]:
-    """Fields set in ``net`` that cannot change inference and are ignored (NVIDIA precision, engines)."""
+    """Fields set in ``net`` that cannot change inference and are ignored (NVIDIA precision, engines),
+    one entry per field with the layers that set it."""
     found = [f"net {name}" for name in NVIDIA_NET_FIELDS if net.HasField(name)]
+    by_field: dict[str, list[str]] = {}
     for layer in net.layer:
         names = [name for name in NVIDIA_LAYER_FIELDS if layer.HasField(name)]
         for param, fields in _IGNORED_PARAM_FIELDS.items():
             if layer.HasField(param):
                 msg = getattr(layer, param)
                 names += [f"{param}.{name}" for name in fields if msg.HasField(name)]
-        if names:
-            found.append(f"{layer.name} {', '.join(names)}")
+        for name in names:
+            by_field.setdefault(name, []).append(layer.name)
+    for name, layers in by_field.items():
+        shown = ", ".join(layers[:3]) + (f", ... ({len(layers)} layers)" if len(layers) > 3 else "")
+        found.append(f"{name} ({shown})")
     return found
 
 
