@@ -525,3 +525,22 @@ def test_solver_state_given_as_the_weights(tmp_path, capsys):
     out = tmp_path / "o.pth"
     code, _, err = cli([path, "-o", out], capsys)
     assert code == 2 and "solver state" in err and "snap_iter_500.caffemodel" in err and "500" in err
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 72\ninput_dim: 72\n',
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 72 dim: 72 }\n',
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 72 dim: 72 } } }\n',
+    ],
+    ids=["input_dim", "input_shape", "Input"],
+)
+def test_input_size_from_the_net_header(deploy, tmp_path, header):
+    text, blobs = deploy
+    edited = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", header, text).replace("pooling_param { kernel_size: 2 stride: 1 pool: AVE }", "pooling_param { global_pooling: true pool: AVE }")
+    (tmp_path / "d.prototxt").write_text(edited)
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "w.h5", blobs), prototxt=tmp_path / "d.prototxt", verify=True)
+    pre = conversion.metadata.preprocessing
+    assert (pre.resize, pre.crop) == (72, 72)
+    assert "72, 72]" in conversion.metadata.verification["input"]
