@@ -35,6 +35,7 @@ class NetInput:
     mean_values: tuple[float, ...] | None = None
     mean_file: str | None = None
     transform_from: str | None = None
+    resize: tuple[int, int] | None = None  # ImageData's new_height/new_width: both sides, before the crop
     notes: list[str] = field(default_factory=list)
 
 
@@ -95,6 +96,10 @@ def read_net_input(net: Any, source: str, fallback_net: Any | None = None, fallb
         candidates += [(l, fallback_source or "the caffemodel") for l in _data_layers(fallback_net)]
     for layer, where in candidates:
         scale, values, mean_file, crop = _transform(layer)
+        if found.resize is None and layer.HasField("image_data_param"):
+            p = layer.image_data_param
+            if p.new_height and p.new_width:
+                found.resize = (int(p.new_height), int(p.new_width))
         if found.size is None and crop:
             found.size, found.size_from = (crop, crop), f"{where}: {layer.name!r} crop_size {crop}"
         if found.transform_from is None and (scale is not None or values or mean_file):
@@ -217,6 +222,13 @@ def choose_preprocessing(
             f"({misfit}); {fits[0]}x{fits[1]} fits: recorded as the crop" + (" and used by --verify" if verify else "")
         )
     resize, crop, size_why = resize_and_crop(fits if (misfit or declared) else None)
+    if said.resize is not None and min(said.resize) >= crop:
+        resize = min(said.resize)
+        size_why += f"; resize {resize} from ImageData new_height/new_width {said.resize[0]}x{said.resize[1]}"
+        if said.resize[0] != said.resize[1]:
+            report.warnings.append(
+                f"ImageData resizes images to {said.resize[0]}x{said.resize[1]} (both sides); recorded as a shorter-side resize to {resize}"
+            )
     report.notes.append(f"preprocessing: {size_why}" + (f" ({said.size_from})" if said.size_from and not misfit else ""))
     std = None
     if said.scale is not None and said.scale != 1.0:

@@ -544,3 +544,17 @@ def test_input_size_from_the_net_header(deploy, tmp_path, header):
     pre = conversion.metadata.preprocessing
     assert (pre.resize, pre.crop) == (72, 72)
     assert "72, 72]" in conversion.metadata.verification["input"]
+
+
+def test_image_data_resize_is_recorded(deploy, tmp_path):
+    text, blobs = deploy
+    body = re.sub(r"input: \"data\"\n(input_dim: \d+\n)+", "", text)
+    data = (
+        'layer { name: "data" type: "ImageData" top: "data" top: "label" include { phase: TEST } '
+        'transform_param { crop_size: 64 mean_value: 104 mean_value: 117 mean_value: 123 } '
+        'image_data_param { source: "val.txt" batch_size: 5 new_height: 80 new_width: 80 } }\n'
+    )
+    (tmp_path / "tv.prototxt").write_text(body.replace("layer {", data + "layer {", 1))
+    conversion = convert_caffe(write_caffemodel_h5(tmp_path / "w.h5", blobs), prototxt=tmp_path / "tv.prototxt")
+    pre = conversion.metadata.preprocessing
+    assert (pre.resize, pre.crop) == (80, 64) and pre.mean == (104.0, 117.0, 123.0)
