@@ -39,6 +39,7 @@ class ConversionReport:
     mapped: dict[str, str] = field(default_factory=dict)  # target key -> source tensor name
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"}
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what may change the numbers: said on stderr, in --json
 
     def map(self, target: str, source: str) -> None:
         if target in self.mapped:
@@ -112,5 +113,6 @@ def write_outputs(conversion: Conversion, args: argparse.Namespace) -> dict[str,
         "num_params": conversion.metadata.num_params,
         "mapped_tensors": len(conversion.report.mapped),
         "skipped": conversion.report.skipped,
+        "warnings": conversion.report.warnings,
         "verification": conversion.metadata.verification,
     }

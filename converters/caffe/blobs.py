@@ -14,6 +14,10 @@ from resnet_port.converters.caffe.wire import FIXED32, FIXED64, LEN, VARINT, enc
 
 # BlobProto field numbers (caffe.proto).
 _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _DIFF, _SHAPE, _DOUBLE_DATA, _DOUBLE_DIFF = 1, 2, 3, 4, 5, 6, 7, 8, 9
+# NVIDIA Caffe's BlobProto (its default, store_blobs_in_old_format false): the values as raw bytes
+# of ``raw_data_type`` (caffe.Type: DOUBLE 0, FLOAT 1, FLOAT16 2).
+_RAW_DATA_TYPE, _RAW_DATA = 10, 12
+_RAW_DTYPES = {0: np.dtype("<f8"), 1: np.dtype("<f4"), 2: np.dtype("<f2")}
 
 
 def _legacy_shape(num: int, channels: int, height: int, width: int) -> tuple[int, ...]:
@@ -50,6 +54,7 @@ def parse_blob(buf: memoryview, start: int, end: int, where: str) -> np.ndarray:
     """A serialized ``BlobProto`` as an array viewing ``buf`` (no copy) when its data is packed."""
     shape: tuple[int, ...] | None = None
     legacy = [0, 0, 0, 0]
+    raw_type, raw = 0, None  # proto2: an enum without a default reads as its first value (DOUBLE)
     data: list[np.ndarray] = []
     double: list[np.ndarray] = []
     for number, wire, a, b, _ in iter_fields(buf, start, end, where):
@@ -73,9 +78,24 @@ def parse_blob(buf: memoryview, start: int, end: int, where: str) -> np.ndarray:
                 raise CaffeFormatError(f"{where}: blob data field {number} has wire type {wire}")
         elif number in (_NUM, _CHANNELS, _HEIGHT, _WIDTH) and wire == VARINT:
             legacy[number - 1] = a
+        elif number == _RAW_DATA_TYPE and wire == VARINT:
+            raw_type = a
+        elif number == _RAW_DATA and wire == LEN:
+            raw = (a, b)
         # diff / double_diff (gradients) and unknown fields are not weights: ignored.
     if shape is None:
         shape = _legacy_shape(*legacy)
+    if raw is not None and not data and not double:
+        if raw_type not in _RAW_DTYPES:
+            raise CaffeFormatError(f"{where}: NVIDIA Caffe raw_data of type {raw_type}, expected DOUBLE, FLOAT or FLOAT16")
+        dtype = _RAW_DTYPES[raw_type]
+        a, b = raw
+        if (b - a) % dtype.itemsize:
+            raise CaffeFormatError(f"{where}: raw_data of {b - a} bytes is not a whole number of {dtype.name} values")
+        values = np.frombuffer(buf, dtype=dtype, count=(b - a) // dtype.itemsize, offset=a)
+        if dtype.itemsize == 2:
+            values = values.astype(np.float32)  # FLOAT16 weights: exact in float32
+        return _shaped(values, shape, where)
     if data and double:
         raise CaffeFormatError(f"{where}: blob holds both data and double_data")
     parts = data or double

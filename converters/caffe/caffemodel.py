@@ -8,6 +8,7 @@ layer (name, type, bottoms, tops, parameters) is parsed by protobuf from the sch
 from __future__ import annotations
 
 import mmap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from resnet_port.converters.caffe.upgrade import upgrade_v1_layer
 from resnet_port.converters.caffe.wire import LEN, Truncated, iter_fields
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# The first lines of a solver prototxt (text): fields only SolverParameter has.
+_SOLVER_TEXT = re.compile(rb"^\s*(base_lr|lr_policy|train_net|max_iter|snapshot_prefix|solver_mode|test_iter|test_interval)\s*:", re.M)
 
 
 @dataclass
@@ -135,6 +138,24 @@ def _parse(buf: memoryview, where: str) -> CaffeModel:
     return CaffeModel(Path(where), net, blobs)
 
 
+def _solver_state(start: bytes) -> str | None:
+    """A ``.solverstate`` (SolverState: iter = 1, learned_net = 2, history = 3) begins with the
+    iteration and the path of the caffemodel it belongs to; a NetParameter never does."""
+    try:
+        fields = []
+        for number, wire, a, b, _ in iter_fields(memoryview(start), 0, len(start), "head"):
+            fields.append((number, wire, a, b))
+            if len(fields) == 2:
+                break
+    except CaffeFormatError:
+        return None
+    if len(fields) == 2 and fields[0][:2] == (1, 0) and fields[1][:2] == (2, LEN):
+        name = bytes(start[fields[1][2] : fields[1][3]]).decode("utf-8", "replace")
+        if name.endswith((".caffemodel", ".h5")):
+            return f"iteration {fields[0][2]}, learned_net {name!r}"
+    return None
+
+
 def read_caffemodel(path: str | Path) -> CaffeModel:
     """Read a ``.caffemodel`` (or, recognised by its signature, a ``.caffemodel.h5``).
 
@@ -153,8 +174,18 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
             return read_caffemodel_h5(path)
         if not head:
             raise CaffeFormatError(f"{path}: the caffemodel is empty")
+        start = head + handle.read(4088)
+        if _SOLVER_TEXT.search(start):
+            raise CaffeFormatError(
+                f"{path}: is a Caffe solver prototxt, not a caffemodel; `convert-solver {path}` reads it"
+            )
         if head.lstrip()[:5] in (b"name:", b"layer", b"input") or head[:1] == b"#":
             raise CaffeFormatError(f"{path}: is a text prototxt, not a binary caffemodel; give it with --prototxt")
+        state = _solver_state(start)
+        if state is not None:
+            raise CaffeFormatError(
+                f"{path}: is a Caffe solver state ({state}), not the weights: give the .caffemodel snapshot it names"
+            )
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         model = parse_caffemodel_bytes(memoryview(mapped), str(path))

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_line(conversion.metadata.verification))
     if pre.mean is None and pre.mean_image is None:
         print("convert-caffe: warning: no mean given; the checkpoint's preprocessing subtracts nothing", file=sys.stderr)
+    for warning in report.warnings:  # also in --json's "warnings" and the --report file
+        print(f"convert-caffe: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -15,96 +15,29 @@ import numpy as np
 
 from resnet_port.checkpoints import CheckpointMetadata, Preprocessing, SourceFile, SourceInfo
 from resnet_port.checkpoints.weight_sources import listed_source, published_record
-from resnet_port.converters.caffe.binaryproto import read_binaryproto
-from resnet_port.converters.caffe.caffemodel import CaffeModel, read_caffemodel
-from resnet_port.converters.caffe.errors import CaffeFormatError
 from resnet_port.converters.build import build
+from resnet_port.converters.caffe.agreement import WEIGHTED_TYPES, compare_nets
+from resnet_port.converters.caffe.caffemodel import CaffeModel
 from resnet_port.converters.caffe.graph import walk
 from resnet_port.converters.caffe.recognise import blob_modules, consumed, to_skeleton
 from resnet_port.converters.caffe.layers import Node, blob_id, read_layer
-from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
-from resnet_port.converters.caffe.prototxt import read_prototxt
+from resnet_port.converters.caffe.netstate import in_test_phase
+from resnet_port.converters.caffe.pairing import pair
+from resnet_port.converters.caffe.preprocess import choose_preprocessing, read_mean
 from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.errors import ConversionError
 
-# Layer types whose blobs are weights; a prototxt layer of these types must find them in the model.
-WEIGHTED_TYPES = ("Convolution", "BatchNorm", "Scale", "InnerProduct")
-# The parameter messages compared when both a prototxt and the caffemodel's own definition exist.
-_COMPARED_PARAMS = (
-    "convolution_param", "batch_norm_param", "scale_param", "pooling_param", "eltwise_param",
-    "inner_product_param", "relu_param",
-)
+def check_agreement(prototxt_net: Any, model_net: Any, prototxt: Path, model: Path, pool_reading: str = "bvlc") -> list[str]:
+    """The caffemodel layers the prototxt does not use (agreement.py compares the two by meaning;
+    `convert_caffe` reports the differences as warnings); a weighted layer it lacks is an error."""
+    return compare_nets(prototxt_net, model_net, Path(prototxt), Path(model), pool_reading)[1]
 
 
-def check_agreement(prototxt_net: Any, model_net: Any, prototxt: Path, model: Path) -> list[str]:
-    """Raise if the prototxt and the caffemodel's own definition describe different nets.
-
-    Returns the caffemodel layers the prototxt does not use (Caffe ignores those too).
-    """
-    by_name = {layer.name: layer for layer in model_net.layer}
-    # Caffe inserts Split layers where a blob feeds several layers, and Net::ToProto saves them:
-    # "pool1" reaches res2a_branch1 as "pool1_pool1_0_split_0".  Compare through those aliases.
-    alias: dict[str, str] = {}
-    for layer in model_net.layer:
-        if layer.type == "Split" and len(layer.bottom) == 1:
-            for top in layer.top:
-                alias[top] = alias.get(layer.bottom[0], layer.bottom[0])
-    for layer in prototxt_net.layer:
-        if not in_test_phase(layer) or layer.type in DATA_TYPES or layer.type in LOSS_TYPES:
-            continue
-        other = by_name.get(layer.name)
-        if other is None:
-            if layer.type in WEIGHTED_TYPES:
-                raise ConversionError(f"{model}: has no layer {layer.name!r} ({layer.type}), which {prototxt} defines: missing layer")
-            continue
-        if other.type != layer.type:
-            raise ConversionError(f"{prototxt} and {model} disagree on layer {layer.name!r}: type {layer.type!r} vs {other.type!r}")
-        for what in ("bottom", "top"):
-            mine, theirs = list(getattr(layer, what)), [alias.get(b, b) for b in getattr(other, what)]
-            if mine != theirs:
-                raise ConversionError(f"{prototxt} and {model} disagree on layer {layer.name!r}: {what} {mine} vs {theirs}")
-        for param in _COMPARED_PARAMS:
-            mine, theirs = getattr(layer, param), getattr(other, param)
-            if mine != theirs:
-                text_a = " ".join(str(mine).split()) or "(unset)"
-                text_b = " ".join(str(theirs).split()) or "(unset)"
-                raise ConversionError(
-                    f"{prototxt} and {model} disagree on layer {layer.name!r}: {param} {{{text_a}}} vs {{{text_b}}}"
-                )
-    used = {layer.name for layer in prototxt_net.layer}
-    return [name for name, layer in by_name.items() if name not in used and layer.type != "Split"]
-
-
-def read_mean(path: Path, channels: int) -> np.ndarray:
-    """The mean image (C, H, W) of a binaryproto, checked against the net's input channels."""
-    array = read_binaryproto(path)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3 or array.shape[0] != channels or min(array.shape[1:]) < 1:
-        raise CaffeFormatError(
-            f"{path}: the mean has shape {list(read_binaryproto(path).shape)}, expected (1, {channels}, H, W): "
-            f"one {channels}-channel image in the net's input channel order"
-        )
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _mean_values(values: Sequence[float], channels: int) -> tuple[float, ...]:
-    values = tuple(float(v) for v in values)
-    if len(values) == 1:
-        return values * channels
-    if len(values) != channels:
-        raise ConversionError(f"--mean-values has {len(values)} values, the net's input has {channels} channels (give 1 or {channels})")
-    return values
-
-
-def _nodes(net: Any, model: CaffeModel, where: str, model_where: str, report: ConversionReport, filter_phase: bool) -> list[Node]:
+def _nodes(net: Any, blobs_by_layer: dict[str, list[np.ndarray]], where: str, model_where: str) -> list[Node]:
     nodes = []
-    for layer in net.layer:
-        if filter_phase and not in_test_phase(layer):
-            report.skip(layer.name, "excluded from the TEST phase")
-            continue
-        blobs = model.blobs.get(layer.name, [])
-        if layer.type in WEIGHTED_TYPES and layer.name not in model.blobs:
+    for layer in net.layer:  # already the TEST net (pairing.py)
+        blobs = blobs_by_layer.get(layer.name, [])
+        if layer.type in WEIGHTED_TYPES and layer.name not in blobs_by_layer:
             raise ConversionError(f"{model_where}: has no weights for layer {layer.name!r} ({layer.type}) of {where}: missing layer")
         nodes.append(read_layer(layer, blobs, where))
     return nodes
@@ -133,36 +66,18 @@ def convert_caffe(
     model_path = Path(model_path)
     if mean is not None and mean_values is not None:
         raise ConversionError("give either a mean file or mean values, not both")
-    model = read_caffemodel(model_path)
     report = ConversionReport(source_framework="caffe", source_files=[str(model_path)])
-    if prototxt is not None:
-        prototxt = Path(prototxt)
-        net = read_prototxt(prototxt)
-        report.source_files.append(str(prototxt))
-        where = str(prototxt)
-        if model.net is not None:
-            for name in check_agreement(net, model.net, prototxt, model_path):
-                for i in range(len(model.blobs.get(name, []))):
-                    report.skip(blob_id(name, i), f"layer {name!r} is in {model_path.name} but not in {prototxt.name}")
-        else:
-            extra = sorted(set(model.blobs) - {layer.name for layer in net.layer})
-            for name in extra:
-                for i in range(len(model.blobs[name])):
-                    report.skip(blob_id(name, i), f"layer {name!r} is in {model_path.name} but not in {prototxt.name}")
-    elif model.net is None:
-        raise ConversionError(f"{model_path}: an HDF5 snapshot holds only blobs; give the net with --prototxt")
-    else:
-        net = model.net
-        where = str(model_path)
-
-    # A prototxt may hold both phases (train_val); the caffemodel's own net was filtered by Caffe
-    # when it was built (a solver snapshot holds the TRAIN net), so it is taken as it is.
-    filter_phase = prototxt is not None
-    nodes = _nodes(net, model, where, str(model_path), report, filter_phase)
+    prototxt = Path(prototxt) if prototxt is not None else None
+    # The prototxt defines the graph, the weights come by layer name; the net is cleaned into BVLC's
+    # layers (forks, training heads) before the graph is recognised.  See pairing.py.
+    paired = pair(model_path, prototxt, report)
+    model, net, where = paired.model, paired.net, paired.where
+    filter_phase = False  # pairing.py kept the TEST phase only
+    nodes = _nodes(net, paired.blobs, where, str(model_path))
     graph = walk(nodes, where)
     built = build(to_skeleton(graph, where), report)
 
-    all_blobs = {blob_id(node.name, i) for node in nodes for i in range(len(model.blobs.get(node.name, [])))}
+    all_blobs = {blob_id(node.name, i) for node in nodes for i in range(len(paired.blobs.get(node.name, [])))}
     unaccounted = sorted(all_blobs - consumed(graph))
     if unaccounted:
         raise ConversionError(f"{where}: source tensors not mapped: {', '.join(unaccounted[:5])}")
@@ -170,8 +85,11 @@ def convert_caffe(
         report.notes.append(f"{node.name} ({node.type}): no weights; not part of the reference model")
     spec, state_dict, arch = built.spec, built.state_dict, built.arch
     channels = spec.in_chans
-    mean_image = read_mean(Path(mean), channels) if mean is not None else None
-    values = _mean_values(mean_values, channels) if mean_values is not None else None
+    chosen = choose_preprocessing(
+        paired, graph.input_shape, channels, mean, mean_values, prototxt, model_path, verify, report,
+        small_stem=spec.stem == "3x3" and spec.stem_pool == "none",
+    )
+    mean_image, values, std = chosen.mean_image, chosen.mean, chosen.std
     order = "BGR"
     if rgb:
         if channels != 3:
@@ -181,19 +99,20 @@ def convert_caffe(
         state_dict["conv1.weight"] = state_dict["conv1.weight"].flip(1).contiguous()
         mean_image = mean_image[::-1].copy() if mean_image is not None else None
         values = tuple(reversed(values)) if values is not None else None
+        std = tuple(reversed(std)) if std is not None else None
         order = "RGB"
         report.notes.append("--rgb: conv1 input channels reversed; the model takes RGB")
     if mean_image is None and values is None:
-        report.notes.append("no mean given (--mean or --mean-values): the recorded preprocessing subtracts nothing")
+        report.notes.append("no mean given (--mean or --mean-values) or named by the net: the recorded preprocessing subtracts nothing")
     preprocessing = Preprocessing(
-        channel_order=order, pixel_max=255.0, mean=values, std=None, mean_image=mean_image,
-        resize=256, crop=224, interpolation="bilinear",
+        channel_order=order, pixel_max=255.0, mean=values, std=std, mean_image=mean_image,
+        resize=chosen.resize, crop=chosen.crop, interpolation="bilinear",
     )
     files = [SourceFile.of(model_path)]
     if prototxt is not None:
         files.append(SourceFile.of(prototxt))
-    if mean is not None:
-        files.append(SourceFile.of(mean))
+    if chosen.mean_file is not None:
+        files.append(SourceFile.of(chosen.mean_file))
     metadata = CheckpointMetadata(
         spec=spec,
         arch=arch,
@@ -208,7 +127,11 @@ def convert_caffe(
                 "graph_from": "prototxt" if prototxt is not None else "caffemodel",
                 "weights_format": "hdf5" if model.net is None else "caffemodel",
                 "blob_modules": blob_modules(graph, built.block_names),
-                "input_takes": f"{order}, 0-255, mean-subtracted (what Caffe's data blob takes)",
+                "input_takes": f"{order}, 0-255, mean-subtracted (what Caffe's data blob takes)"
+                + (f", times {chosen.scale:g}" if chosen.scale is not None else ""),
+                "pool_reading": {"field_13": "ceil_mode" if paired.pool_reading == "fork" else "round_mode", "why": paired.pool_reading_why},
+                "output_activation": paired.clean.details.get("output_activation"),
+                "warnings": list(report.warnings),
             },
         ),
     )
@@ -218,9 +141,19 @@ def convert_caffe(
         from resnet_port.converters.caffe.verify import verify_conversion
         from resnet_port.converters.common import PARITY_RTOL
 
-        verify_conversion(
-            conversion, net, model, graph.input_shape, rgb=rgb, seed=verify_seed, progress=progress,
-            filter_phase=filter_phase, tolerance=PARITY_RTOL if tolerance is None else tolerance, where=str(model_path),
+        # The cleaned net and blobs (fork layers in BVLC form), at an input size the weights fit.
+        try:
+            verify_conversion(
+                conversion, net, CaffeModel(model.path, net, paired.blobs), (1, channels, *chosen.fits), rgb=rgb,
+                seed=verify_seed, progress=progress, filter_phase=filter_phase,
+                tolerance=PARITY_RTOL if tolerance is None else tolerance, where=str(model_path),
+            )
+        except RuntimeError as exc:  # a shape the checks missed: one line, never a traceback
+            raise ConversionError(f"{where}: --verify: {str(exc).splitlines()[0]}") from exc
+        # The same record keys as every converter: why this input size is said in `input`.
+        record = conversion.metadata.verification
+        record["input"] = f"{record['input']}; input size {chosen.fits[0]}x{chosen.fits[1]}: " + (
+            "the net's own input size" if chosen.misfit is None else f"the nearest size that fits ({chosen.misfit})"
         )
     return conversion
 

@@ -207,7 +207,12 @@ def inner_product(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     _expect_blobs(layer, blobs, (2,) if p.bias_term else (1,), where)
     out = int(p.num_output)
     weight = blobs[0]
-    inputs = weight.size // out if out else 0
+    # The input count is the weight's last axis (first when transposed), so that a weight made for
+    # another num_output is named with both shapes rather than divided into a wrong count.
+    if weight.ndim >= 2:
+        inputs = int(weight.shape[-2] if p.transpose else weight.shape[-1])
+    else:
+        inputs = weight.size // out if out else 0
     if p.transpose:
         weight = _blob(layer, blobs, 0, (inputs, out), where).T  # Caffe's transposed storage
     else:

@@ -40,6 +40,7 @@ ENUMS: dict[str, tuple[dict[str, int], str | None]] = {
     "FillerParameter.VarianceNorm": ({"FAN_IN": 0, "FAN_OUT": 1, "AVERAGE": 2}, "FillerParameter"),
     "ParamSpec.DimCheckMode": ({"STRICT": 0, "PERMISSIVE": 1}, "ParamSpec"),
     "ConvolutionParameter.Engine": ({"DEFAULT": 0, "CAFFE": 1, "CUDNN": 2}, "ConvolutionParameter"),
+    "ConvolutionParameter.CuDNNConvolutionAlgorithmSeeker": ({"GET": 0, "FINDEX": 1}, "ConvolutionParameter"),
     "PoolingParameter.PoolMethod": ({"MAX": 0, "AVE": 1, "STOCHASTIC": 2}, "PoolingParameter"),
     "PoolingParameter.Engine": ({"DEFAULT": 0, "CAFFE": 1, "CUDNN": 2}, "PoolingParameter"),
     "PoolingParameter.RoundMode": ({"CEIL": 0, "FLOOR": 1}, "PoolingParameter"),
@@ -69,6 +70,12 @@ ENUMS: dict[str, tuple[dict[str, int], str | None]] = {
         "V1LayerParameter",
     ),
     "V1LayerParameter.DimCheckMode": ({"STRICT": 0, "PERMISSIVE": 1}, "V1LayerParameter"),
+    # NVIDIA Caffe: the storage / math type of a layer or of the whole net (precision only).
+    "Type": ({"DOUBLE": 0, "FLOAT": 1, "FLOAT16": 2, "INT": 3, "UINT": 4}, None),
+    "BatchNormParameter.Engine": ({"DEFAULT": 0, "CAFFE": 1, "CUDNN": 2}, "BatchNormParameter"),
+    "BNParameter.Engine": ({"DEFAULT": 0, "CAFFE": 1, "CUDNN": 2}, "BNParameter"),
+    "BNParameter.BNMode": ({"LEARN": 0, "INFERENCE": 1}, "BNParameter"),
+    "SigmoidParameter.Engine": ({"DEFAULT": 0, "CAFFE": 1, "CUDNN": 2}, "SigmoidParameter"),
 }
 
 # Messages: name -> fields (name, number, label, type, default or None).  label: "opt", "rep",
@@ -108,6 +115,18 @@ MESSAGES: dict[str, list[tuple[str, int, str, str, Any]]] = {
         ("debug_info", 7, "opt", "bool", False),
         ("layer", 100, "rep", "LayerParameter", None),
         ("layers", 2, "rep", "V1LayerParameter", None),
+        # NVIDIA Caffe (caffe.proto of NVIDIA/caffe): precision and memory settings, read and
+        # ignored (listed in a note): they do not change what the net computes.
+        ("default_forward_type", 11, "opt", "Type", "FLOAT"),
+        ("default_backward_type", 12, "opt", "Type", "FLOAT"),
+        ("default_forward_math", 13, "opt", "Type", "FLOAT"),
+        ("default_backward_math", 14, "opt", "Type", "FLOAT"),
+        ("global_grad_scale", 15, "opt", "float", 1.0),
+        ("global_grad_scale_adaptive", 16, "opt", "bool", False),
+        ("default_conv_algos_override", 17, "opt", "string", "-1,-1,-1"),
+        ("reduce_buckets", 18, "opt", "int32", 6),
+        ("default_cudnn_math_override", 19, "opt", "int32", -1),
+        ("eltwise_mem_sharing", 20, "opt", "bool", True),
     ],
     "NetState": [
         ("phase", 1, "opt", "Phase", "TEST"),
@@ -201,6 +220,48 @@ MESSAGES: dict[str, list[tuple[str, int, str, str, Any]]] = {
         ("relu_param", 123, "opt", "ReLUParameter", None),
         ("scale_param", 142, "opt", "ScaleParameter", None),
         ("softmax_param", 125, "opt", "SoftmaxParameter", None),
+        ("sigmoid_param", 124, "opt", "SigmoidParameter", None),
+        ("reshape_param", 133, "opt", "ReshapeParameter", None),
+        ("python_param", 130, "opt", "PythonParameter", None),
+        # The segmentation forks' ``BN`` layer (yjxiong/caffe numbering; PSPNet, TSN, SegNet).
+        ("bn_param", 137, "opt", "BNParameter", None),
+        # NVIDIA Caffe: per-layer precision (ignored, listed in a note).
+        ("forward_type", 145, "opt", "Type", "FLOAT"),
+        ("backward_type", 146, "opt", "Type", "FLOAT"),
+        ("forward_math", 147, "opt", "Type", "FLOAT"),
+        ("backward_math", 148, "opt", "Type", "FLOAT"),
+        ("debug", 149, "opt", "bool", False),
+        ("cudnn_math_override", 150, "opt", "int32", -1),
+    ],
+    "SigmoidParameter": [("engine", 1, "opt", "SigmoidParameter.Engine", "DEFAULT")],
+    "ReshapeParameter": [
+        ("shape", 1, "opt", "BlobShape", None),
+        ("axis", 2, "opt", "int32", 0),
+        ("num_axes", 3, "opt", "int32", -1),
+    ],
+    "PythonParameter": [
+        ("module", 1, "opt", "string", None),
+        ("layer", 2, "opt", "string", None),
+        ("param_str", 3, "opt", "string", ""),
+        ("share_in_parallel", 4, "opt", "bool", False),
+    ],
+    # Field numbers 1-6 are yjxiong/caffe's (PSPNet's released nets); the names other forks use
+    # (hszhao/PSPNet's scale_filler/var_eps/moving_average, SegNet's bn_mode) are text-only
+    # aliases here (numbers >= 1000 never occur in a binary file).
+    "BNParameter": [
+        ("slope_filler", 1, "opt", "FillerParameter", None),
+        ("bias_filler", 2, "opt", "FillerParameter", None),
+        ("momentum", 3, "opt", "float", 0.9),
+        ("eps", 4, "opt", "float", 1e-5),
+        ("frozen", 5, "opt", "bool", False),
+        ("engine", 6, "opt", "BNParameter.Engine", "DEFAULT"),
+        ("scale_filler", 1001, "opt", "FillerParameter", None),
+        ("shift_filler", 1002, "opt", "FillerParameter", None),
+        ("var_eps", 1003, "opt", "float", 1e-10),
+        ("moving_average", 1004, "opt", "bool", False),
+        ("decay", 1005, "opt", "float", 0.05),
+        ("axis", 1006, "opt", "int32", 1),
+        ("bn_mode", 1007, "opt", "BNParameter.BNMode", "LEARN"),
     ],
     "TransformationParameter": [
         ("scale", 1, "opt", "float", 1.0),
@@ -225,6 +286,11 @@ MESSAGES: dict[str, list[tuple[str, int, str, str, Any]]] = {
         ("use_global_stats", 1, "opt", "bool", None),
         ("moving_average_fraction", 2, "opt", "float", 0.999),
         ("eps", 3, "opt", "float", 1e-5),
+        # NVIDIA Caffe: the layer carries its own scale and bias (blobs 3 and 4).
+        ("scale_filler", 5, "opt", "FillerParameter", None),
+        ("bias_filler", 6, "opt", "FillerParameter", None),
+        ("scale_bias", 7, "opt", "bool", False),
+        ("engine", 15, "opt", "BatchNormParameter.Engine", "DEFAULT"),
     ],
     "BiasParameter": [
         ("axis", 1, "opt", "int32", 1),
@@ -251,6 +317,8 @@ MESSAGES: dict[str, list[tuple[str, int, str, str, Any]]] = {
         ("engine", 15, "opt", "ConvolutionParameter.Engine", "DEFAULT"),
         ("axis", 16, "opt", "int32", 1),
         ("force_nd_im2col", 17, "opt", "bool", False),
+        ("cudnn_convolution_algo_seeker", 19, "opt", "ConvolutionParameter.CuDNNConvolutionAlgorithmSeeker", "FINDEX"),  # NVIDIA Caffe: algorithm search only
+        ("conv_algos_override", 20, "opt", "string", "-1,-1,-1"),  # NVIDIA Caffe: algorithm choice only
     ],
     "DataParameter": [
         ("source", 1, "opt", "string", None),
@@ -317,6 +385,13 @@ MESSAGES: dict[str, list[tuple[str, int, str, str, Any]]] = {
         ("global_pooling", 12, "opt", "bool", False),
         # BVLC master (2018+); older files never carry it and mean CEIL.
         ("round_mode", 13, "opt", "PoolingParameter.RoundMode", "CEIL"),
+        # The forks' (BVLC PR #3057, PyTorch-to-Caffe converters) ``bool ceil_mode = 13``: the same
+        # wire number with the opposite meaning of round_mode's values.  Declared text-only here
+        # (number 1013); normalise.py turns it into round_mode, and decides how field 13 of a
+        # binary file is read (see there).
+        ("ceil_mode", 1013, "opt", "bool", True),
+        # NVIDIA Caffe declares it; its own pooling layers never read it (sizes still rounded up).
+        ("torch_pooling", 40, "opt", "bool", False),
     ],
     "ReLUParameter": [
         ("negative_slope", 1, "opt", "float", 0.0),

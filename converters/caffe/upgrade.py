@@ -126,15 +126,16 @@ def _upgrade_input(net: Any, where: str) -> Any:
         shapes = [dims[4 * i : 4 * i + 4] for i in range(len(net.input))]
     if shapes and len(shapes) not in (1, len(net.input)):
         raise CaffeFormatError(f"{where}: {len(net.input)} inputs but {len(shapes)} input shapes")
+    # Every other header field (state, a fork's net-level settings) stays as it is.
     upgraded = message_class("NetParameter")()
-    upgraded.name = net.name
+    upgraded.CopyFrom(net)
+    for name in ("input", "input_dim", "input_shape", "layer"):
+        upgraded.ClearField(name)
     layer = upgraded.layer.add(name="input", type="Input")
     layer.top.extend(net.input)
     for dims in shapes:
         layer.input_param.shape.add().dim.extend(dims)
     upgraded.layer.extend(net.layer)
-    if net.HasField("state"):
-        upgraded.state.CopyFrom(net.state)
     return upgraded
 
 

@@ -36,7 +36,7 @@ def test_convert_writes_checkpoint_report_and_json(tiny, tmp_path, capsys):
     spec, sd, metadata = load_checkpoint(out)
     assert metadata.preprocessing.channel_order == "BGR" and metadata.preprocessing.pixel_max == 255.0
     assert metadata.preprocessing.mean == (104.0, 117.0, 123.0)
-    assert (metadata.preprocessing.resize, metadata.preprocessing.crop) == (256, 224)
+    assert (metadata.preprocessing.resize, metadata.preprocessing.crop) == (64, 64)  # the net's own 64x64 input: no resize
     written = json.loads(report.read_text())
     # Every target tensor is accounted for, and the BN factor blob appears in its sources.
     assert written["num_mapped"] == len(sd) - sum(k.endswith("num_batches_tracked") for k in sd)
@@ -85,13 +85,16 @@ def test_prototxt_given_as_model(tmp_path, capsys):
     _expect_refusal([CAFFE_REF / "ResNet-50-deploy.prototxt", "-o", out], out, capsys, "ResNet-50-deploy.prototxt", "--prototxt")
 
 
-def test_prototxt_caffemodel_mismatch(tiny, tmp_path, capsys):
+def test_prototxt_caffemodel_mismatch_is_a_warning_and_the_prototxt_wins(tiny, tmp_path, capsys):
+    """Caffe copies blobs by layer name and checks only their shapes: a stride that differs between the
+    caffemodel's own net and the prototxt is warned about, and the prototxt's value is used."""
     edited = tmp_path / "edited.prototxt"
     edited.write_text(tiny["text"].replace('name: "res3a_branch2a" type: "Convolution" bottom: "res2a" top: "res3a_branch2a" convolution_param { num_output: 8 kernel_size: 1 pad: 0 stride: 2',
                                            'name: "res3a_branch2a" type: "Convolution" bottom: "res2a" top: "res3a_branch2a" convolution_param { num_output: 8 kernel_size: 1 pad: 0 stride: 1'))
     assert edited.read_text() != tiny["text"]
     out = tmp_path / "o.pth"
-    _expect_refusal([tiny["model"], "--prototxt", edited, "-o", out], out, capsys, "edited.prototxt", "tiny.caffemodel", "res3a_branch2a", "disagree")
+    # The prototxt's stride 1 makes a graph whose projection (stride 2) no longer matches its body.
+    _expect_refusal([tiny["model"], "--prototxt", edited, "-o", out], out, capsys, "edited.prototxt", "res3a_branch1", "stride")
 
 
 def test_missing_layer(tiny, tmp_path, capsys):

@@ -75,7 +75,8 @@ REFUSALS = {
     "dilated": (lambda t: t.replace('top: "res2a_branch2b" convolution_param { num_output: 4 kernel_size: 3 pad: 1', 'top: "res2a_branch2b" convolution_param { dilation: 2 num_output: 4 kernel_size: 3 pad: 1'), "res2a_branch2b", "dilation"),
     "dangling_layer": (lambda t: t + 'layer { name: "extra_relu" type: "ReLU" bottom: "pool1" top: "extra" }\n', "extra_relu", "does not fit"),
     "no_shortcut_projection": (lambda t: t.replace('bottom: "res3a_branch1" bottom: "res3a_branch2c"', 'bottom: "res2a" bottom: "res3a_branch2c"'), "res3a_branch1", "used by no layer"),
-    "unknown_type": (lambda t: t.replace('name: "prob" type: "Softmax"', 'name: "prob" type: "Sigmoid"'), "prob", "Sigmoid"),
+    # (a Sigmoid output is converted with a note since issue 17; TanH has no reading)
+    "unknown_type": (lambda t: t.replace('name: "prob" type: "Softmax"', 'name: "prob" type: "TanH"'), "prob", "TanH"),
 }
 
 
