@@ -16,25 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, in_test_phase
+from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, param_hw, set_field, in_test_phase
 from resnet_port.converters.caffe.normalise import pool_ceil
 from resnet_port.errors import ConversionError
 
 # Layer types whose blobs are weights; a prototxt layer of these types must find them in the model.
 WEIGHTED_TYPES = ("Convolution", "BatchNorm", "Scale", "InnerProduct", "BN", "Bias")
 
-
-def _hw(repeated: Any, h: Any, w: Any, default: int) -> tuple[int, int]:
-    if h is not None and w is not None:
-        return int(h), int(w)
-    values = [int(v) for v in (repeated if not isinstance(repeated, int) else [repeated])]
-    if not values:
-        return default, default
-    return values[0], values[-1]
-
-
-def _opt(msg: Any, name: str) -> Any:
-    return getattr(msg, name) if msg.HasField(name) else None
 
 
 def _f32(value: float) -> float:
@@ -48,10 +36,10 @@ def meaning(layer: Any, pool_reading: str = "bvlc") -> dict[str, Any]:
         p = layer.convolution_param
         return {
             "num_output": int(p.num_output), "bias_term": bool(p.bias_term), "group": int(p.group), "axis": int(p.axis),
-            "kernel": _hw(p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"), 0),
-            "stride": _hw(p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1),
-            "pad": _hw(p.pad, _opt(p, "pad_h"), _opt(p, "pad_w"), 0),
-            "dilation": _hw(p.dilation, None, None, 1),
+            "kernel": param_hw(p.kernel_size, set_field(p, "kernel_h"), set_field(p, "kernel_w"), 0),
+            "stride": param_hw(p.stride, set_field(p, "stride_h"), set_field(p, "stride_w"), 1),
+            "pad": param_hw(p.pad, set_field(p, "pad_h"), set_field(p, "pad_w"), 0),
+            "dilation": param_hw(p.dilation, None, None, 1),
         }
     if t == "BatchNorm":
         p = layer.batch_norm_param
@@ -66,9 +54,9 @@ def meaning(layer: Any, pool_reading: str = "bvlc") -> dict[str, Any]:
         p = layer.pooling_param
         out = {"pool": int(p.pool), "global_pooling": bool(p.global_pooling), "ceil": pool_ceil(p, pool_reading)}
         if not p.global_pooling:
-            out["kernel"] = _hw(_opt(p, "kernel_size") or [], _opt(p, "kernel_h"), _opt(p, "kernel_w"), 0)
-        out["stride"] = _hw(int(p.stride), _opt(p, "stride_h"), _opt(p, "stride_w"), 1)
-        out["pad"] = _hw(int(p.pad), _opt(p, "pad_h") if p.HasField("pad_h") else None, _opt(p, "pad_w") if p.HasField("pad_w") else None, 0)
+            out["kernel"] = param_hw(set_field(p, "kernel_size") or [], set_field(p, "kernel_h"), set_field(p, "kernel_w"), 0)
+        out["stride"] = param_hw(int(p.stride), set_field(p, "stride_h"), set_field(p, "stride_w"), 1)
+        out["pad"] = param_hw(int(p.pad), set_field(p, "pad_h") if p.HasField("pad_h") else None, set_field(p, "pad_w") if p.HasField("pad_w") else None, 0)
         return out
     if t == "Eltwise":
         p = layer.eltwise_param

@@ -18,4 +18,20 @@ def in_test_phase(layer: Any) -> bool:
     return not any(rule.HasField("phase") and rule.phase == TEST_PHASE for rule in layer.exclude)
 
 
-__all__ = ["DATA_TYPES", "LOSS_TYPES", "TEST_PHASE", "in_test_phase"]
+__all__ = ["DATA_TYPES", "LOSS_TYPES", "TEST_PHASE", "in_test_phase", "param_hw", "set_field"]
+
+
+def param_hw(repeated: Any, h: Any, w: Any, default: int) -> tuple[int, int]:
+    """A Caffe (height, width) pair: the explicit ``*_h``/``*_w`` fields when both are set, else the
+    repeated field (one value for both, or two), else ``default``."""
+    if h is not None and w is not None:
+        return int(h), int(w)
+    values = [int(v) for v in (repeated if not isinstance(repeated, int) else [repeated])]
+    if not values:
+        return default, default
+    return values[0], values[-1]
+
+
+def set_field(msg: Any, name: str) -> Any:
+    """The field's value when the message sets it, else None (an unset field and its default differ)."""
+    return getattr(msg, name) if msg.HasField(name) else None

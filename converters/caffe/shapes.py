@@ -14,25 +14,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from resnet_port.converters.caffe.interpreter import caffe_pooled_size
-from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES
+from resnet_port.converters.caffe.netstate import DATA_TYPES, LOSS_TYPES, param_hw, set_field
 from resnet_port.converters.caffe.normalise import pool_ceil
 from resnet_port.errors import ConversionError
 
 Shape = tuple[int, ...]
 MAX_SEARCH = 1024
 
-
-def _hw(repeated: Any, h: Any, w: Any, default: int) -> tuple[int, int]:
-    if h is not None and w is not None:
-        return int(h), int(w)
-    values = [int(v) for v in (repeated if not isinstance(repeated, int) else [repeated])]
-    if not values:
-        return default, default
-    return values[0], values[-1]
-
-
-def _opt(msg: Any, name: str) -> Any:
-    return getattr(msg, name) if msg.HasField(name) else None
 
 
 def _show(shape: Shape) -> str:
@@ -59,10 +47,10 @@ def first_misfit(net: Any, blobs: Mapping[str, Sequence[np.ndarray]], input_shap
         t = layer.type
         if t == "Convolution" and len(x) == 3:
             p = layer.convolution_param
-            kh, kw = _hw(p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"), 1)
-            sh, sw = _hw(p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1)
-            ph, pw = _hw(p.pad, _opt(p, "pad_h") if p.HasField("pad_h") else None, _opt(p, "pad_w") if p.HasField("pad_w") else None, 0)
-            dh, dw = _hw(p.dilation, None, None, 1)
+            kh, kw = param_hw(p.kernel_size, set_field(p, "kernel_h"), set_field(p, "kernel_w"), 1)
+            sh, sw = param_hw(p.stride, set_field(p, "stride_h"), set_field(p, "stride_w"), 1)
+            ph, pw = param_hw(p.pad, set_field(p, "pad_h") if p.HasField("pad_h") else None, set_field(p, "pad_w") if p.HasField("pad_w") else None, 0)
+            dh, dw = param_hw(p.dilation, None, None, 1)
             weight = blobs.get(layer.name, [None])[0]
             if weight is not None and np.ndim(weight) == 4 and weight.shape[1] * int(p.group) != x[0]:
                 return (
@@ -79,9 +67,9 @@ def first_misfit(net: Any, blobs: Mapping[str, Sequence[np.ndarray]], input_shap
             if p.global_pooling:
                 out = (x[0], 1, 1)
             else:
-                kh, kw = _hw(_opt(p, "kernel_size") or [], _opt(p, "kernel_h"), _opt(p, "kernel_w"), 1)
-                sh, sw = _hw(int(p.stride), _opt(p, "stride_h"), _opt(p, "stride_w"), 1)
-                ph, pw = _hw(int(p.pad), _opt(p, "pad_h") if p.HasField("pad_h") else None, _opt(p, "pad_w") if p.HasField("pad_w") else None, 0)
+                kh, kw = param_hw(set_field(p, "kernel_size") or [], set_field(p, "kernel_h"), set_field(p, "kernel_w"), 1)
+                sh, sw = param_hw(int(p.stride), set_field(p, "stride_h"), set_field(p, "stride_w"), 1)
+                ph, pw = param_hw(int(p.pad), set_field(p, "pad_h") if p.HasField("pad_h") else None, set_field(p, "pad_w") if p.HasField("pad_w") else None, 0)
                 if x[1] + 2 * ph < kh or x[2] + 2 * pw < kw:
                     return f"Pooling {layer.name!r}: its {kh}x{kw} window does not fit its input {_show(x)}"
                 ceil = pool_ceil(p)
