@@ -18,8 +18,6 @@ def in_test_phase(layer: Any) -> bool:
     return not any(rule.HasField("phase") and rule.phase == TEST_PHASE for rule in layer.exclude)
 
 
-__all__ = ["DATA_TYPES", "LOSS_TYPES", "TEST_PHASE", "in_test_phase", "param_hw", "set_field"]
-
 
 def param_hw(repeated: Any, h: Any, w: Any, default: int) -> tuple[int, int]:
     """A Caffe (height, width) pair: the explicit ``*_h``/``*_w`` fields when both are set, else the
@@ -35,3 +33,6 @@ def param_hw(repeated: Any, h: Any, w: Any, default: int) -> tuple[int, int]:
 def set_field(msg: Any, name: str) -> Any:
     """The field's value when the message sets it, else None (an unset field and its default differ)."""
     return getattr(msg, name) if msg.HasField(name) else None
+
+
+__all__ = ["DATA_TYPES", "LOSS_TYPES", "TEST_PHASE", "in_test_phase", "param_hw", "set_field"]
