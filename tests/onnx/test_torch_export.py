@@ -404,3 +404,37 @@ def test_spatial0_per_activation_parameters_stay_refused(tmp_path, capsys):
     _refused(bad, tmp_path, capsys, "spatial=0", "per activation")
     with pytest.raises(ConversionError, match="per activation"):
         convert_onnx(bad)
+
+
+@pytest.mark.parametrize("arch,folded", [("resnet18_v2", 9), ("resnet50_v2", 33)])
+def test_pre_activation_export_folds_the_inner_bns(tmp_path, arch, folded):
+    """In a v2 net only the BN right after a conv (the stem's, bn2/bn3 before the next conv) can be
+    folded; the pre-activation BNs and the final BN stay BatchNormalization nodes."""
+    spec = dataclasses.replace(get_spec(arch, 10), widths=(4, 8, 8, 16), stem_width=8)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            c = module.num_features
+            with torch.no_grad():
+                if module.affine:
+                    module.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                    module.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
+                module.running_mean.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
+                module.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+    path = tmp_path / f"{arch}.onnx"
+    export(model, path)
+    assert "BatchNormalization" in ops(path)
+    conversion = convert_onnx(path)
+    assert conversion.metadata.source.details["folded_batchnorms"] == folded
+    x = probe()
+    ours = run_converted(conversion, x).numpy()
+    assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
+    with torch.inference_mode():
+        source = model.double()(torch.from_numpy(x).double()).numpy()
+    assert rel_diff(source, ours) <= TOLERANCE
+    assert conversion.spec.residual == "v2" and "stem" in conversion.spec.conv_bias
+    # a kept BN keeps its values; the pre-activation of layer1.0 is one
+    original = model.state_dict()
+    assert torch.allclose(conversion.state_dict["layer1.0.bn1.running_var"], original["layer1.0.bn1.running_var"].float())
