@@ -438,3 +438,15 @@ def test_pre_activation_export_folds_the_inner_bns(tmp_path, arch, folded):
     # a kept BN keeps its values; the pre-activation of layer1.0 is one
     original = model.state_dict()
     assert torch.allclose(conversion.state_dict["layer1.0.bn1.running_var"], original["layer1.0.bn1.running_var"].float())
+
+
+@pytest.mark.slow
+def test_dynamo_export_with_a_dynamic_batch(tmp_path):
+    import onnxscript  # noqa: F401
+
+    model = reference_model("resnet18", seed=15)
+    path = tmp_path / "dynamic_dynamo.onnx"
+    export(model, path, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert "BatchNormalization" not in ops(path)
+    assert not isinstance(read_graph(path).input_shape[0], int) or read_graph(path).input_shape[0] <= 0
+    check_fused(path, model)
