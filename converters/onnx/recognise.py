@@ -10,7 +10,7 @@ once; the first one that does not fit the pattern is named in the error.
 
 A BatchNorm that follows a conv may be missing: ``torch.onnx.export`` in eval mode (both exporters)
 and onnx-simplifier fold it into the conv's weights and bias.  Such a slot is recognised as an
-absent BN (None) and becomes an identity BN in the skeleton (`identity_bn`), so the fused graph
+absent BN (None) and becomes an identity BN in the skeleton (`skeleton.BatchNorm.identity`), so the fused graph
 maps exactly onto the reference (the conv keeps the bias the fold gave it).  The BNs that read a
 block's input (v2's pre-activation, the input BN) and v2's final BN cannot be folded and stay
 required.
@@ -283,7 +283,8 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
     else:
         _expect(walker, identity_adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    _close_block(walker, add, body, other, short if shortcut_conv else [])
+    projection = [layer for layer in (shortcut_conv, shortcut_bn) if layer is not None]
+    _close_block(walker, add, body, other, projection)
     walker.visit(add)
     relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
     bodies_convs = [layer for layer in body if isinstance(layer, ConvLayer)]
