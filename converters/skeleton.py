@@ -108,6 +108,20 @@ class BatchNorm:
     def channels(self) -> int:
         return int(self.running_mean.array.shape[0])
 
+    @classmethod
+    def identity(cls, label: str, channels: int, eps: float, why: str) -> "BatchNorm":
+        """A BN the source does not have (an exporter folded it into the conv before it), as the
+        identity: gamma 1, beta 0, mean 0, var 1 - eps, so sqrt(var + eps) = 1 and the network is
+        unchanged.  ``why`` goes into the report; a later BN recalibration starts from no statistics."""
+        return cls(
+            label=label,
+            layers=[],
+            eps=eps,
+            running_mean=SourceTensor(np.zeros(channels, np.float32), f"zeros ({why})"),
+            running_var=SourceTensor(np.full(channels, 1.0 - eps, np.float32), f"1 - eps ({why})"),
+            absent=why,
+        )
+
 
 @dataclass
 class ConvBN:

@@ -10,6 +10,16 @@ files) this is exactly the reference's affine-free input BN; when they are not, 
 folds them into that BN's statistics so that the result still equals onnxruntime (and records it
 in the report), since the file, not MXNet, is what is being ported.  So the skeleton's input BN is a
 plain learnt BN (`recognise.to_skeleton`); the folding itself is `converters.build`'s input-BN rule.
+
+Two more kinds of file are ported with a note:
+
+- Fused graphs (``torch.onnx.export`` in eval mode, either exporter; onnx-simplifier): every BN after
+  a conv is folded into it.  The convs keep their biases (conv-bias roles in the spec) and the BNs
+  become the identity (weight 1, bias 0, mean 0, var 1 - eps), so the port is exact; the original
+  statistics are gone, so `recalibrate-bn` would start from none.
+- The pre-2020 ONNX zoo v1 files: BatchNormalization ``spatial=0`` over per-channel (C,) parameters,
+  which MXNet's old exporter wrote by mistake while MXNet computed per channel; read per channel.
+  onnxruntime refuses such nodes, so the check runs the torch node evaluator (`verify.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from resnet_port.checkpoints.weight_sources import listed_source, published_reco
 from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.converters.build import build
 from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
-from resnet_port.converters.onnx.recognise import recognise, to_skeleton
+from resnet_port.converters.onnx.ops import BatchNormLayer, parse_node
+from resnet_port.converters.onnx.recognise import folded_count, recognise, to_skeleton
 from resnet_port.resnet_ref import ResNetSpec, build_model, count_params
 
 
@@ -42,6 +53,15 @@ def _num_params(spec: ResNetSpec) -> int:
         return count_params(build_model(spec))
 
 
+def spatial_zero_nodes(graph: OnnxGraph) -> list[str]:
+    """The labels of the BatchNormalization nodes with spatial=0 (read per channel)."""
+    return [
+        node.label
+        for node in graph.nodes
+        if node.op_type == "BatchNormalization" and getattr(parse_node(node, graph), "spatial", 1) == 0
+    ]
+
+
 def convert_onnx(path: str | Path) -> Conversion:
     """Read an ONNX ResNet (v1 or v2, any depth) and return its reference-spec conversion.
 
@@ -50,7 +70,22 @@ def convert_onnx(path: str | Path) -> Conversion:
     """
     graph = read_graph(path)
     report = ConversionReport(source_framework="onnx", source_files=[str(graph.path)])
-    spec, state_dict, report = build(to_skeleton(graph, recognise(graph)), report)
+    found = recognise(graph)
+    spec, state_dict, report = build(to_skeleton(graph, found), report)
+    folded = folded_count(found)
+    if folded:
+        report.notes.append(
+            f"{folded} BatchNorm(s) were folded into the conv before them by the exporter (the convs carry the "
+            "folded biases): set to the identity (weight 1, bias 0, mean 0, var 1 - eps), exact on this file; the "
+            "original statistics are not in the file, so recalibrate-bn starts from no statistics"
+        )
+    per_channel = spatial_zero_nodes(graph)
+    if per_channel:
+        report.notes.append(
+            f"{len(per_channel)} BatchNormalization node(s) carry spatial=0 with per-channel (C,) parameters (the "
+            "pre-2020 ONNX zoo files; MXNet's old exporter set the flag by mistake, MXNet computed per channel): "
+            f"read per channel, as MXNet ran them (first: {per_channel[0]})"
+        )
     arch = report.arch
     metadata = CheckpointMetadata(
         spec=spec,
@@ -67,6 +102,8 @@ def convert_onnx(path: str | Path) -> Conversion:
                 "input": graph.input_name,
                 "input_shape": list(graph.input_shape),
                 "output": graph.output_name,
+                "folded_batchnorms": folded,
+                "spatial0_batchnorms": len(per_channel),
             },
         ),
         num_params=_num_params(spec),

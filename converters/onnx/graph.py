@@ -68,6 +68,15 @@ class OnnxGraph:
     opset: int
     ir_version: int
     producer: str
+    # Identity node output -> the stored tensor it passes on (PyTorch's exporter puts Identity nodes on
+    # initializers it deduplicated); such a node is no layer, its output is the same stored value.
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def source_name(self, name: str) -> str:
+        """The initializer a (possibly aliased) stored tensor name stands for, as the report names it."""
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
 
     def where(self, node: Node | None = None) -> str:
         return f"{self.path}: {node.label}" if node is not None else str(self.path)
@@ -157,6 +166,7 @@ def read_graph(path: str | Path) -> OnnxGraph:
     onnx_data = _load_external(onnx, model, path)
     initializers = {t.name: _initializer_array(onnx, path, t) for t in onnx_data.graph.initializer}
     nodes = []
+    aliases: dict[str, str] = {}
     for i, proto in enumerate(graph.node):
         node = Node(
             i,
@@ -170,6 +180,14 @@ def read_graph(path: str | Path) -> OnnxGraph:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             # Some exporters give Reshape its shape through a Constant node: a stored value, not a layer.
             initializers[node.output] = _constant_value(onnx, path, node, proto)
+            continue
+        if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.inputs) == 1 and node.inputs[0] in initializers:
+            # torch.onnx.export (TorchScript) shares equal folded weights through Identity nodes: a
+            # stored value under a second name, followed here rather than treated as a layer.
+            if len(node.outputs) != 1:
+                raise ConversionError(f"{path}: {node.label}: an Identity with {len(node.outputs)} outputs")
+            initializers[node.output] = initializers[node.inputs[0]]
+            aliases[node.output] = node.inputs[0]
             continue
         nodes.append(node)
     for node in nodes:
@@ -210,6 +228,7 @@ def read_graph(path: str | Path) -> OnnxGraph:
         opset=int(opset),
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
+        aliases=aliases,
     )
 
 

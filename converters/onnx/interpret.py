@@ -50,6 +50,7 @@ def _conv(layer: ConvLayer, x: torch.Tensor) -> torch.Tensor:
 
 
 def _batch_norm(layer: BatchNormLayer, x: torch.Tensor) -> torch.Tensor:
+    # Per channel, also for spatial=0 over (C,) parameters (the pre-2020 zoo files): MXNet's meaning.
     shape = (1, -1, 1, 1)
     scale = _t(layer.scale).view(shape) / torch.sqrt(_t(layer.var).view(shape) + layer.eps)
     return (x - _t(layer.mean).view(shape)) * scale + _t(layer.bias).view(shape)
@@ -66,7 +67,7 @@ def _max_pool(layer: MaxPoolLayer, x: torch.Tensor) -> torch.Tensor:
 
 def _avg_pool(layer: AvgPoolLayer, x: torch.Tensor) -> torch.Tensor:
     if layer.kernel is None:
-        return x.mean(dim=(2, 3), keepdim=True)
+        return x.mean(dim=(2, 3), keepdim=layer.keepdims)
     x, padding = _padded(x, layer.pads)
     return F.avg_pool2d(x, layer.kernel, layer.stride, padding, count_include_pad=False)
 

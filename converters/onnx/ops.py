@@ -11,7 +11,9 @@ Conventions written out here:
   9.9999997e-06; `nice_eps` recovers the decimal the author wrote).
 - Gemm ``alpha``/``beta`` are folded into the weight and bias; ``transB=0`` stores the weight as
   (in, out) and is transposed to PyTorch's (out, in).
-- Identity and Dropout (inference) pass their input through.
+- Identity and Dropout (inference) pass their input through (an Identity on a stored tensor is
+  an alias the graph reader already followed).
+- ReduceMean over the spatial axes (the dynamo exporter's AdaptiveAvgPool2d) is a global pool.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class BatchNormLayer(Layer):
     mean: np.ndarray
     var: np.ndarray
     eps: float
+    spatial: int = 1  # 0: the pre-2020 zoo files' flag over per-channel (C,) parameters, read per channel
 
     @property
     def channels(self) -> int:
@@ -89,11 +92,13 @@ class MaxPoolLayer(Layer):
 
 @dataclass(frozen=True)
 class AvgPoolLayer(Layer):
-    """``kernel`` None means global average pooling."""
+    """``kernel`` None means global average pooling; ``keepdims`` False (a ReduceMean that drops the
+    spatial axes) already gives the flat (N, C) vector."""
 
     kernel: tuple[int, int] | None
     stride: tuple[int, int] = (1, 1)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    keepdims: bool = True
 
 
 @dataclass(frozen=True)
@@ -246,13 +251,20 @@ def read_conv(node: Node, graph: OnnxGraph) -> ConvLayer:
 
 @onnx_op("BatchNormalization")
 def read_batch_norm(node: Node, graph: OnnxGraph) -> BatchNormLayer:
-    # Opsets before 9 had `spatial`; 0 means statistics per activation, not per channel.  The ONNX
-    # zoo's first MXNet exports wrote 0 by mistake (onnx/models#294); refuse rather than guess.
-    if _int(node, graph, "spatial", 1) != 1:
-        raise ConversionError(
-            f"{graph.where(node)}: spatial=0 (per-activation statistics) is not a per-channel BatchNorm; "
-            "ONNX zoo files exported before 2020 carry this flag by mistake: use the regenerated file"
-        )
+    # Opsets before 9 had `spatial`; 0 means statistics per activation, (C, H, W) parameters.  The ONNX
+    # zoo's first MXNet exports (pre-2020 v1 files) wrote spatial=0 by mistake (onnx/models#294) with
+    # per-channel (C,) parameters, and MXNet computed per channel: (C,) parameters are read with that
+    # meaning (`spatial` is kept so the converter notes it and the check runs the torch evaluator,
+    # since onnxruntime refuses such a node); per-activation parameters are refused.
+    spatial = _int(node, graph, "spatial", 1)
+    if spatial != 1:
+        shapes = [graph.initializers[n].shape for n in node.inputs[1:5] if n in graph.initializers]
+        if any(len(shape) != 1 for shape in shapes):
+            raise ConversionError(
+                f"{graph.where(node)}: spatial=0 with parameters of shape {list(shapes[0]) if shapes else '?'} "
+                "normalises per activation; the reference BatchNorm is per channel (expected (C,) parameters, as "
+                "the pre-2020 ONNX zoo files carry)"
+            )
     if _int(node, graph, "training_mode", 0):
         raise ConversionError(
             f"{graph.where(node)}: training_mode=1 normalises with batch statistics, expected inference"
@@ -267,7 +279,14 @@ def read_batch_norm(node: Node, graph: OnnxGraph) -> BatchNormLayer:
     if len(node.outputs) > 1 and any(node.outputs[1:]):
         raise ConversionError(f"{graph.where(node)}: outputs running statistics (training mode), expected inference")
     return BatchNormLayer(
-        node, _data(node, graph), scale, bias, mean, var, eps=nice_eps(_float(node, graph, "epsilon", 1e-5))
+        node,
+        _data(node, graph),
+        scale,
+        bias,
+        mean,
+        var,
+        eps=nice_eps(_float(node, graph, "epsilon", 1e-5)),
+        spatial=spatial,
     )
 
 
@@ -295,6 +314,24 @@ def read_max_pool(node: Node, graph: OnnxGraph) -> MaxPoolLayer:
 @onnx_op("GlobalAveragePool")
 def read_global_average_pool(node: Node, graph: OnnxGraph) -> AvgPoolLayer:
     return AvgPoolLayer(node, _data(node, graph), kernel=None)
+
+
+@onnx_op("ReduceMean")
+def read_reduce_mean(node: Node, graph: OnnxGraph) -> AvgPoolLayer:
+    # torch.onnx.export(dynamo=True) writes AdaptiveAvgPool2d(1) as a mean over the spatial axes.
+    # Opset 18 takes the axes as a second input, earlier opsets as an attribute.
+    if len(node.inputs) > 1 and node.inputs[1]:
+        axes = graph.initializers.get(node.inputs[1])
+        if axes is None:
+            raise ConversionError(f"{graph.where(node)}: its axes are computed in the graph, expected a constant")
+        axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+    else:
+        axes = _ints(node, graph, "axes", [])
+    if sorted(a % 4 for a in axes) != [2, 3]:
+        raise ConversionError(
+            f"{graph.where(node)}: a mean over axes {axes}, expected the spatial axes (2, 3) of an (N, C, H, W) map"
+        )
+    return AvgPoolLayer(node, _data(node, graph), kernel=None, keepdims=bool(_int(node, graph, "keepdims", 1)))
 
 
 @onnx_op("AveragePool")

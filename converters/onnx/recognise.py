@@ -7,6 +7,13 @@ body, the shorter one the shortcut (nothing for an identity, a 1x1 conv [+ BN] f
 Post-activation (v1) blocks end with a ReLU after the sum; pre-activation (v2) blocks start with
 BN-ReLU, and their projection reads the pre-activated tensor.  Every node must be visited exactly
 once; the first one that does not fit the pattern is named in the error.
+
+A BatchNorm that follows a conv may be missing: ``torch.onnx.export`` in eval mode (both exporters)
+and onnx-simplifier fold it into the conv's weights and bias.  Such a slot is recognised as an
+absent BN (None) and becomes an identity BN in the skeleton (`skeleton.BatchNorm.identity`), so the fused graph
+maps exactly onto the reference (the conv keeps the bias the fold gave it).  The BNs that read a
+block's input (v2's pre-activation, the input BN) and v2's final BN cannot be folded and stay
+required.
 """
 
 from __future__ import annotations
@@ -59,9 +66,10 @@ class Block:
     kind: str  # "basic" | "bottleneck"
     convs: list[ConvLayer]
     # v1: one BN after each conv; v2: the pre-activation BN, then one after each conv but the last.
-    bns: list[BatchNormLayer]
+    # None: a BN the exporter folded into the conv before it.
+    bns: list[BatchNormLayer | None]
     shortcut_conv: ConvLayer | None
-    shortcut_bn: BatchNormLayer | None
+    shortcut_bn: BatchNormLayer | None  # None also where a v1 projection's BN was folded into its conv
     first: Node  # the node errors about this block name
 
     @property
@@ -84,7 +92,7 @@ class Recognised:
 
     input_bn: BatchNormLayer | None
     stem_conv: ConvLayer
-    stem_bn: BatchNormLayer
+    stem_bn: BatchNormLayer | None
     stem_pool: MaxPoolLayer | None
     blocks: list[Block]
     final_bn: BatchNormLayer | None
@@ -206,18 +214,40 @@ def _chain(walker: _Walker, tensor: str) -> tuple[list[Layer], AddLayer | None, 
     return chain, None, chain[-1]
 
 
-def _match_body(walker: _Walker, chain: list[Layer], bodies: dict, stop: Layer | None, add: AddLayer | None) -> str:
-    """The block kind whose pattern ``chain`` follows, or an error naming the first layer off it."""
+def _fit(chain: list[Layer], pattern: tuple) -> tuple[list[Layer | None], int]:
+    """Lay ``chain`` onto ``pattern``, where a BatchNorm slot may be missing (folded into its conv).
+    Returns the slots (None for a missing BN) and how many layers of the chain fitted."""
+    slots: list[Layer | None] = []
+    i = 0
+    for kind in pattern:
+        if i < len(chain) and isinstance(chain[i], kind):
+            slots.append(chain[i])
+            i += 1
+        elif kind is BatchNormLayer:
+            slots.append(None)
+        else:
+            break
+    return slots, i
+
+
+def _match_body(
+    walker: _Walker, chain: list[Layer], bodies: dict, stop: Layer | None, add: AddLayer | None
+) -> tuple[str, list[Layer | None]]:
+    """The block kind whose pattern ``chain`` follows, with its slots (None: a BN folded into its conv),
+    or an error naming the first layer off it."""
     for kind, pattern in bodies.items():
-        if len(chain) == len(pattern) and all(isinstance(layer, k) for layer, k in zip(chain, pattern)):
+        slots, used = _fit(chain, pattern)
+        if used == len(chain) and len(slots) == len(pattern):
             if add is None:
                 node = stop.node if stop is not None else chain[-1].node
                 raise walker.fail(node, "expected the residual Add, the one reader of the block body's output")
-            return kind
+            return kind, slots
     longest = max(bodies.values(), key=len)
-    for layer, kind in zip(chain, longest):
-        if not isinstance(layer, kind):
-            raise walker.fail(layer.node, f"expected {kind.__name__[:-5]} in a residual block body")
+    slots, used = _fit(chain, longest)
+    if used < len(chain):
+        if len(slots) < len(longest):
+            raise walker.fail(chain[used].node, f"expected {longest[len(slots)].__name__[:-5]} in a residual block body")
+        raise walker.fail(chain[used].node, "the block body runs on past its last conv")
     node = stop.node if stop is not None else (add.node if add is not None else chain[-1].node if chain else None)
     raise walker.fail(node, "a residual block body should be conv-BN-ReLU-conv-BN (basic) or three convs (bottleneck)")
 
@@ -234,28 +264,32 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
     # The body is the longest path out of the block input; a projection is conv + BN.
     paths = sorted((_chain_from(walker, conv) for conv in convs), key=lambda p: len(p[0]), reverse=True)
     body, add, stop = paths[0]
-    kind = _match_body(walker, body, V1_BODIES, stop, add)
+    kind, slots = _match_body(walker, body, V1_BODIES, stop, add)
     shortcut_conv = shortcut_bn = None
     if len(paths) > 2:
         raise walker.fail(paths[2][0][0].node, "a third path out of a block input")
     if len(paths) == 2:
         short, short_add, short_stop = paths[1]
-        if short_add is not add or [type(layer) for layer in short] != [ConvLayer, BatchNormLayer]:
+        # conv + BN, or a conv alone whose BN the exporter folded into it
+        if short_add is not add or [type(layer) for layer in short] not in ([ConvLayer, BatchNormLayer], [ConvLayer]):
             off = [layer for layer, k in zip(short, (ConvLayer, BatchNormLayer)) if not isinstance(layer, k)]
             node = (off or short[2:] or [short_stop or short_add or short[-1]])[0].node
             raise walker.fail(node, "a projection shortcut should be a 1x1 conv + BN meeting the body at its Add")
-        shortcut_conv, shortcut_bn = short
+        shortcut_conv = short[0]
+        shortcut_bn = short[1] if len(short) == 2 else None
         if identity_adds:
             raise walker.fail(identity_adds[0].node, "a block with a projection also adds its raw input")
-        other = shortcut_bn.output
+        other = short[-1].output
     else:
         _expect(walker, identity_adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    _close_block(walker, add, body, other, [shortcut_conv, shortcut_bn] if shortcut_conv else [])
+    projection = [layer for layer in (shortcut_conv, shortcut_bn) if layer is not None]
+    _close_block(walker, add, body, other, projection)
     walker.visit(add)
     relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
     bodies_convs = [layer for layer in body if isinstance(layer, ConvLayer)]
-    bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
+    # one BN slot after each conv; None where it was folded into the conv
+    bns = [slot for slot, k in zip(slots, V1_BODIES[kind]) if k is BatchNormLayer]
     block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node)
     return block, relu.output
 
@@ -309,7 +343,7 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
         )
     paths = sorted((_chain_from(walker, c) for c in convs), key=lambda p: len(p[0]), reverse=True)
     body, add, stop = paths[0]
-    kind = _match_body(walker, body, V2_BODIES, stop, add)
+    kind, slots = _match_body(walker, body, V2_BODIES, stop, add)
     shortcut_conv = None
     if len(paths) == 2:
         short, short_add, short_stop = paths[1]
@@ -328,7 +362,8 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
         other = x
     _close_block(walker, add, body, other, [shortcut_conv] if shortcut_conv else [])
     walker.visit(add)
-    body_bns = [layer for layer in body if isinstance(layer, BatchNormLayer)]
+    # the BN after conv K (before conv K + 1) can be folded into conv K; None where it was
+    body_bns = [slot for slot, k in zip(slots, V2_BODIES[kind]) if k is BatchNormLayer]
     block = Block(
         "v2",
         kind,
@@ -370,9 +405,13 @@ def recognise(graph: OnnxGraph) -> Recognised:
         _check_conv(walker, stem_conv, 3, 1, "the stem conv (7x7/2, or 3x3/1)")
     if input_bn is not None:
         _check_bn(walker, input_bn, stem_conv.in_channels, "the input BatchNorm")
-    stem_bn = walker.only_user(stem_conv.output, BatchNormLayer, "the stem BatchNorm")
-    _check_bn(walker, stem_bn, stem_conv.out_channels, "the stem BatchNorm")
-    stem_relu = walker.only_user(stem_bn.output, ReluLayer, "the stem ReLU")
+    after = walker.only_user(stem_conv.output, (BatchNormLayer, ReluLayer), "the stem BatchNorm (or its ReLU)")
+    stem_bn = after if isinstance(after, BatchNormLayer) else None  # None: folded into the stem conv
+    if stem_bn is not None:
+        _check_bn(walker, stem_bn, stem_conv.out_channels, "the stem BatchNorm")
+        stem_relu = walker.only_user(stem_bn.output, ReluLayer, "the stem ReLU")
+    else:
+        stem_relu = after
     x = stem_relu.output
     stem_pool = None
     if any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
@@ -449,13 +488,48 @@ def _conv(graph: OnnxGraph, conv: ConvLayer) -> Conv:
     return Conv(
         label=conv.node.label,
         layer=SourceLayer(conv.node.label, conv.node.op_type),
-        weight=SourceTensor(conv.weight, inputs[1]),
-        bias=SourceTensor(conv.bias, inputs[2]) if conv.bias is not None else None,
+        weight=SourceTensor(conv.weight, graph.source_name(inputs[1])),
+        bias=SourceTensor(conv.bias, graph.source_name(inputs[2])) if conv.bias is not None else None,
         stride=tuple(conv.stride),
         pad=tuple(conv.pads),
         dilation=tuple(conv.dilation),
         groups=conv.group,
     )
+
+
+FOLDED = "folded into the conv by the exporter"
+
+
+def folded_eps(found: Recognised) -> float:
+    """The eps an identity BN gets: the most common eps of the BNs the graph kept (so a partly fused
+    graph needs no eps override), else 1e-5 (PyTorch's, whose exporter folds every BN)."""
+    kept = [bn.eps for bn in _all_bns(found) if bn is not None]
+    if not kept:
+        return 1e-5
+    return min(set(kept), key=lambda value: (-kept.count(value), value))
+
+
+def _all_bns(found: Recognised) -> list[BatchNormLayer | None]:
+    bns = [found.input_bn, found.stem_bn, found.final_bn]
+    for block in found.blocks:
+        bns += list(block.bns)
+        if block.residual == "v1" and block.shortcut_conv is not None:
+            bns.append(block.shortcut_bn)
+    return bns
+
+
+def folded_count(found: Recognised) -> int:
+    """How many BN slots of the reference the graph has folded into convs (identity BNs)."""
+    slots = [found.stem_bn] + [bn for block in found.blocks for bn in block.bns]
+    slots += [block.shortcut_bn for block in found.blocks if block.residual == "v1" and block.shortcut_conv is not None]
+    return sum(bn is None for bn in slots)
+
+
+def _bn_after(bn: BatchNormLayer | None, conv: Conv, eps: float) -> BatchNorm:
+    """The BN after ``conv``; the identity BN where the exporter folded it into the conv."""
+    if bn is not None:
+        return _bn(bn)
+    return BatchNorm.identity(f"the BatchNorm after {conv.label} ({FOLDED})", conv.out_channels, eps, f"{FOLDED} {conv.label}")
 
 
 def _bn(bn: BatchNormLayer | None) -> BatchNorm | None:
@@ -484,16 +558,24 @@ def _pool(layer, kind: str) -> Pool:
 
 
 def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
-    """What the walk found as the shared skeleton; every tensor named by its initializer."""
+    """What the walk found as the shared skeleton; every tensor named by its initializer (an Identity
+    alias by the initializer behind it); a BN folded into its conv becomes the identity BN."""
+    eps = folded_eps(found)
     blocks = []
     for block in found.blocks:
         convs = [_conv(graph, c) for c in block.convs]
-        # v1: bnK follows convK; v2: bn1 is the pre-activation, bnK (K > 1) precedes convK.
-        body = [ConvBN(conv, _bn(bn)) for conv, bn in zip(convs, block.bns)]
+        if block.residual == "v1":
+            # bnK follows convK
+            body = [ConvBN(conv, _bn_after(bn, conv, eps)) for conv, bn in zip(convs, block.bns)]
+        else:
+            # bn1 is the pre-activation (never folded); bnK (K > 1) follows conv K - 1
+            pre = [_bn(block.bns[0])] + [_bn_after(bn, conv, eps) for conv, bn in zip(convs, block.bns[1:])]
+            body = [ConvBN(conv, bn) for conv, bn in zip(convs, pre)]
         shortcut = Shortcut()
         if block.shortcut_conv is not None:
             conv = _conv(graph, block.shortcut_conv)
-            shortcut = Shortcut("conv", conv, _bn(block.shortcut_bn), conv.stride[0])
+            bn = _bn_after(block.shortcut_bn, conv, eps) if block.residual == "v1" else _bn(block.shortcut_bn)
+            shortcut = Shortcut("conv", conv, bn, conv.stride[0])
         blocks.append(SkeletonBlock(label=block.first.label, residual=block.residual, body=body, shortcut=shortcut))
     linear = found.linear
     bias = SourceTensor(linear.bias, linear.bias_source) if linear.bias is not None else None
@@ -503,11 +585,12 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
             raise ConversionError(
                 f"{graph.where(found.bias_add.node)}: bias of {constant.shape[0]} values for {linear.weight.shape[0]} classes"
             )
-        bias = SourceTensor(constant, next(n for n in found.bias_add.node.inputs if n in graph.initializers))
+        bias = SourceTensor(constant, graph.source_name(next(n for n in found.bias_add.node.inputs if n in graph.initializers)))
+    stem_conv = _conv(graph, found.stem_conv)
     return Skeleton(
         where=str(graph.path),
         input_bn=_bn(found.input_bn),
-        stem=[ConvBN(_conv(graph, found.stem_conv), _bn(found.stem_bn))],
+        stem=[ConvBN(stem_conv, _bn_after(found.stem_bn, stem_conv, eps))],
         stem_pool=_pool(found.stem_pool, "max") if found.stem_pool is not None else None,
         blocks=blocks,
         final_bn=_bn(found.final_bn),
@@ -518,4 +601,4 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
     )
 
 
-__all__ = ["Recognised", "recognise", "to_skeleton"]
+__all__ = ["Recognised", "folded_count", "recognise", "to_skeleton"]

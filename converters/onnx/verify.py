@@ -39,8 +39,22 @@ def onnxruntime_logits(path: str | Path, input_name: str, x: np.ndarray) -> np.n
     return session.run(None, {input_name: x})[0]
 
 
+SPATIAL0_REFEREE = (
+    "the ONNX graph evaluated node by node in torch float64 (BatchNormalization spatial=0 read per channel, "
+    "as MXNet ran the pre-2020 zoo files; onnxruntime refuses such nodes)"
+)
+
+
+def _has_spatial_zero(path: str | Path) -> bool:
+    graph = read_graph(path)
+    return any(n.op_type == "BatchNormalization" and n.attrs.get("spatial", 1) == 0 for n in graph.nodes)
+
+
 def reference_logits(path: str | Path, input_name: str, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """(output, referee): onnxruntime when installed, else the torch evaluation of the graph."""
+    """(output, referee): onnxruntime when installed and able to run the file, else the torch
+    evaluation of the graph."""
+    if _has_spatial_zero(path):
+        return run_graph(read_graph(path), x), SPATIAL0_REFEREE
     try:
         import onnxruntime
     except ImportError:
@@ -54,7 +68,7 @@ def onnx_referee(conversion: Conversion, path: str | Path, seed: int = 0) -> Ref
     details = conversion.metadata.source.details
     x = probe_input(tuple(details["input_shape"]), seed=seed)
     return Referee(
-        name=_referee_name(),
+        name=SPATIAL0_REFEREE if details.get("spatial0_batchnorms") else _referee_name(),
         input=x,
         logits=lambda batch: reference_logits(path, details["input"], batch)[0],
         input_description=f"standard normal, seed {seed}, shape {list(x.shape)}",

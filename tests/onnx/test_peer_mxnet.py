@@ -107,3 +107,23 @@ def test_the_fixture_variant_gamma_reproduces_onnxruntime(mxnet_fixtures, tmp_pa
     assert rel_diff(reference, ours) <= TOLERANCE
     assert np.array_equal(reference.argmax(1), ours.argmax(1))
     assert rel_diff(np.load(folder / "logits_mxnet_variant_datagamma.npy"), ours) > 10 * TOLERANCE
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_pre_2020_zoo_spatial0_form_matches_mxnet(mxnet_fixtures, tmp_path, depth):
+    """MXNet's own export rewritten as its 2018 exporter wrote the zoo's v1 files (opset 7,
+    BatchNormalization spatial=0 over (C,) parameters): converted per channel, it equals MXNet's
+    logits, and the check runs the node evaluator (onnxruntime cannot be trusted with spatial=0)."""
+    from tests.onnx.test_torch_export import as_old_mxnet_export
+
+    folder = mxnet_fixtures / f"gluon_resnet{depth}_v1"
+    path = tmp_path / f"resnet{depth}v1-old.onnx"
+    assert as_old_mxnet_export(folder / "model.onnx", path) > 0
+    x = np.load(folder / "input.npy")
+    conversion = convert_onnx(path)
+    assert conversion.metadata.arch == f"resnet{depth}_v1"
+    ours = run_converted(conversion, x).numpy()
+    mxnet = np.load(folder / "logits_mxnet.npy")
+    assert rel_diff(mxnet, ours) <= TOLERANCE
+    assert np.array_equal(mxnet.argmax(1), ours.argmax(1))
+    assert any("spatial=0" in note for note in conversion.report.notes)

@@ -60,9 +60,11 @@ def vgg_like(path) -> None:
 
 
 def test_a_plain_cnn_is_refused_at_its_first_misfit(tmp_path, capsys):
+    # conv-ReLU is a stem whose BN was folded (a fused export); the first misfit is the pool where
+    # the residual block's body should go on (no residual Add anywhere).
     path = tmp_path / "vgg.onnx"
     vgg_like(path)
-    err = refuse(path, tmp_path, capsys, "node #1 Relu 'relu_a'", "stem BatchNorm")
+    err = refuse(path, tmp_path, capsys, "node #4 GlobalAveragePool 'pool'", "residual block body")
     assert "conv_b" not in err
 
 
@@ -139,14 +141,21 @@ def test_a_misplaced_stride_is_refused(build, tmp_path, capsys):
 
 
 def test_per_activation_batch_norm_is_refused(build, tmp_path, capsys):
-    """Opset 7's spatial=0 (the first ONNX zoo v1 exports) is not a per-channel BN."""
+    """Opset 7's spatial=0 with (C, H, W) parameters (the spec's meaning) is not a per-channel BN.
+    (spatial=0 over (C,) parameters, the pre-2020 zoo files, is converted: tests/onnx/test_torch_export.py.)"""
 
     def spatial0(nodes, inits):
-        spatial = next(a for a in _first(nodes, "BatchNormalization").attribute if a.name == "spatial")
+        bn = _first(nodes, "BatchNormalization")
+        spatial = next(a for a in bn.attribute if a.name == "spatial")
         spatial.i = 0  # the builder writes spatial=1 below opset 9
+        for i, init in enumerate(inits):
+            if init.name in bn.input[1:]:
+                array = numpy_helper.to_array(init)
+                per_activation = np.repeat(array[:, None, None], 16, 1).repeat(16, 2)  # (C, 16, 16)
+                inits[i] = numpy_helper.from_array(per_activation.astype(np.float32), init.name)
 
     net_path = build(depth=18, opset=7, mutate=spatial0, run=False).path
-    refuse(net_path, tmp_path, capsys, "spatial=0")
+    refuse(net_path, tmp_path, capsys, "spatial=0", "per activation", "BatchNormalization")
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.001, 0.3, 0.7, 0.999])
@@ -214,5 +223,5 @@ def test_registry_refuses_duplicates_and_unknown_types(build):
 def test_library_entry_raises_conversion_error(tmp_path):
     path = tmp_path / "vgg.onnx"
     vgg_like(path)
-    with pytest.raises(ConversionError, match="relu_a"):
+    with pytest.raises(ConversionError, match="GlobalAveragePool .pool."):
         convert_onnx(path)
