@@ -116,9 +116,66 @@ def fitting_archs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     ]
 
 
+# Parts of timm / torchvision / mmcls ResNet variants that the reference ResNet has no place for,
+# recognised by the module names they leave in a state dict: (anchored pattern, the feature).
+_FOREIGN_MODULES: list[tuple[str, str]] = [
+    (r"^layer\d+\.\d+\.se\.conv\.", "ECA channel attention (timm ecaresnet*: se.conv)"),
+    (r"^layer\d+\.\d+\.se\.", "squeeze-and-excitation attention (timm seresnet*/resnetrs*: se.fc1/fc2)"),
+    (r"^layer\d+\.\d+\.se_layer\.", "squeeze-and-excitation attention (mmcls SEResNet: se_layer)"),
+    (r"^layer\d+\.\d+\.(attn|attention|eca|cbam|gc|sk)\.", "an attention module in the blocks"),
+    (r"^layer\d+\.\d+\.conv2\.(radix|fc1|rsoftmax)", "split attention (ResNeSt)"),
+    (r"^layer\d+\.\d+\.aa\.", "anti-aliased downsampling (timm resnetaa*/resnetblur*: aa)"),
+]
+# timm builds these without a parameter of their own (a blur or average pool before a stride), so a
+# bare state dict of one equals the plain net's; a timm train.py file names its arch, and that is refused.
+_FEATURELESS_TIMM = [
+    (r"^(se)?resnet(aa|blur)", "anti-aliased downsampling (a fixed blur/average pool before each stride)"),
+    (r"^ecaresnet", "ECA channel attention"),
+    (r"^(se)?resnext", "grouped 3x3 convolutions (ResNeXt)"),
+    (r"^se", "squeeze-and-excitation attention"),
+    (r"^resnetrs", "squeeze-and-excitation attention and ResNet-RS stem"),
+    (r"_gn$", "GroupNorm instead of BatchNorm"),
+]
+
+
+def unsupported_feature(state_dict: Mapping[str, torch.Tensor], source_arch: str | None = None) -> str | None:
+    """The first feature of these reference-named tensors (or of the arch a timm training checkpoint
+    names) that the reference ResNet cannot express, in words; None when there is none.  Such a file
+    is refused, never loaded without its attention, groups or norm."""
+    if source_arch:
+        base = source_arch.split(".", 1)[0].removeprefix("timm/")
+        for pattern, feature in _FEATURELESS_TIMM:
+            if re.search(pattern, base):
+                return f"the checkpoint names arch {source_arch!r}, which has {feature}"
+    for pattern, feature in _FOREIGN_MODULES:
+        for key in state_dict:
+            if re.match(pattern, key):
+                return f"{feature}, e.g. {key}"
+    for key, weight in state_dict.items():
+        m = re.match(r"^(layer\d+\.\d+)\.conv2\.weight$", key)
+        first = state_dict.get(f"{m.group(1)}.conv1.weight") if m else None
+        if m and first is not None and weight.ndim == 4 and first.ndim == 4 and f"{m.group(1)}.conv3.weight" in state_dict:
+            inner = int(first.shape[0])
+            if int(weight.shape[1]) != inner and int(weight.shape[1]) and inner % int(weight.shape[1]) == 0:
+                groups = inner // int(weight.shape[1])
+                return (
+                    f"grouped 3x3 convolutions (ResNeXt: {key} has shape {tuple(weight.shape)}, {groups} groups of "
+                    f"{int(weight.shape[1])} channels); the reference ResNet's convolutions are ungrouped"
+                )
+    for key in state_dict:
+        if key.endswith(".weight") and state_dict[key].ndim == 1 and key.removesuffix("weight") + "running_mean" not in state_dict:
+            module = key.removesuffix(".weight")
+            if re.match(r"^(bn\d*|conv1\.[14]|layer\d+\.\d+\.(bn\d|downsample\.\d))$", module):
+                return (
+                    f"a normalisation without running statistics at {module} (GroupNorm, as timm resnet50_gn); "
+                    "the reference ResNet uses BatchNorm"
+                )
+    return None
+
+
 # Plain PyTorch checkpoints come from these families; prefer them when a layout also fits a port
 # (Caffe ResNet-101 and torchvision resnet101 share every name and shape).
-PLAIN_FAMILIES = ("torchvision", "mmcls", "cifar")
+PLAIN_FAMILIES = ("torchvision", "mmcls", "timm", "cifar")
 
 
 def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: str) -> ResNetSpec:
@@ -147,9 +204,19 @@ def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: 
 
 
 def metadata_for_plain(
-    path: Path, tensors: Mapping[str, torch.Tensor], arch: str | None, preset: str | None
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    arch: str | None,
+    preset: str | None,
+    source_arch: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
+    """``source_arch``: the arch a training checkpoint names (timm train.py's ``'arch'``), checked for
+    features a state dict cannot show."""
     state_dict, layout = normalise_names(tensors)
+    # A named arch (the file's own, else --arch) can tell a parameter-free feature that names cannot.
+    feature = unsupported_feature(state_dict, source_arch or arch)
+    if feature is not None:
+        raise CheckpointError(f"{path}: not loadable as a reference ResNet: {feature}")
     spec = None
     if arch is None:
         fits = fitting_archs(state_dict)
