@@ -42,6 +42,9 @@ MMCLS_RENAMES: list[tuple[str, str]] = [
 _MMCLS_DOWNSAMPLE = re.compile(r"^(layer\d+\.\d+\.downsample)\.(\d)\.(.*)$")
 
 
+_TIMM_AVG_DOWN = re.compile(r"^layer\d+\.\d+\.downsample\.2\.")
+
+
 def _rename(key: str, table: list[tuple[str, str]]) -> str:
     for pattern, replacement in table:
         key = re.sub(pattern, replacement, key)
@@ -60,7 +63,9 @@ def normalise_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, t
             if k.startswith("backbone.") or k.startswith("head.fc.")
         }
         renamed = _mmcls_avg_down(renamed)
-    elif any(k.startswith("conv1.0.") for k in renamed):
+    elif any(k.startswith("conv1.0.") or _TIMM_AVG_DOWN.match(k) for k in renamed):
+        # timm's own modules: the deep stem, or the avg-down shortcut's conv + BN at .1/.2.  A timm
+        # net with neither (resnet26, resnet50) has torchvision's names and shapes exactly.
         layout = "timm"
     return renamed, layout
 
