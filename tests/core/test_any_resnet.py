@@ -162,3 +162,17 @@ def test_anti_aliased_timm_nets_are_refused_when_the_file_or_user_names_them(tmp
     torch.save(sd, bare)
     with pytest.raises(CheckpointError, match="anti-aliased"):
         load_model(bare, arch="resnetaa50d")
+
+
+def test_inspect_checkpoint_shows_the_stem_widths_and_shortcut_it_read(tmp_path):
+    from resnet_port.checkpoints.inspect import format_summary, summarize
+
+    for net, expected in (
+        (Net("basic", (1, 1, 1, 1), TIERED, avg_down=True), "deep 24-32-64 (pool max"),
+        (Net("bottleneck", (1, 1, 1, 1), (64, 64, 128)), "deep 64-64-128 (pool max"),
+    ):
+        path = tmp_path / "net.pth"
+        torch.save(state_dict(net, "timm"), path)
+        text = format_summary(summarize(path))
+        line = next(x for x in text.splitlines() if x.startswith("stem"))
+        assert expected in line and line.endswith("shortcut " + ("avgpool_conv" if net.avg_down else "conv")), line
