@@ -1,7 +1,9 @@
 """Plain state dicts from torchvision, timm and mmcls: renamed onto the reference names, and the
 architecture inferred from names and shapes when the user does not give it: a registered arch whose
 names and shapes are these, else the spec read from them into the shared converter skeleton
-(`recognised_spec`).
+(`recognised_spec`): any depth, width, deep or tiered stem, conv or avg-pool shortcut.  Variants the
+reference cannot express (attention, groups, GroupNorm, anti-aliasing a checkpoint names) are
+refused first, naming the feature (`unsupported_feature`), so that none loads without it.
 
 The renames are a table read top to bottom, applied with anchored patterns; tensors are never
 paired by order or by substring.
@@ -188,7 +190,8 @@ def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: 
     shared skeleton (`converters.names`) and decided by `converters.build`, with the conventions of
     these layouts: post-activation, bottleneck stride in the 3x3, BN eps 1e-5, the 3x3/2 max pool
     after a 7x7 or deep stem and none after a 3x3 stem (the CIFAR nets).  For a layout no registered
-    arch fits (other widths or depths); raises `ConversionError` when the names make no ResNet."""
+    arch fits (other widths or depths, timm's tiered stem); the registered name whose spec equals the
+    result is found by `converters.build` itself.  Raises `ConversionError` when the names make no ResNet."""
     # Imported here: converters build on checkpoints, not the other way round at import time.
     from resnet_port.converters.build import build
     from resnet_port.converters.common import ConversionReport
