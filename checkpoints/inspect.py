@@ -39,6 +39,15 @@ def summarize(path: str | Path, arch: str | None = None, preset: str | None = No
     }
 
 
+def _stem_widths(spec: dict[str, Any]) -> str:
+    """'24-32-64' for a deep stem (tiered or w/2-w/2-w), else the one conv's width."""
+    width = int(spec["stem_width"])
+    if spec["stem"] != "deep":
+        return str(width)
+    first, second = spec.get("stem_widths") or (width // 2, width // 2)
+    return f"{first}-{second}-{width}"
+
+
 def format_summary(info: dict[str, Any]) -> str:
     pre = info["preprocessing"]
     spec = info["spec"]
@@ -47,7 +56,8 @@ def format_summary(info: dict[str, Any]) -> str:
         f"sha256        {info['file_sha256']}",
         f"arch          {info['arch'] or '(custom spec)'}",
         f"block         {spec['block']} {spec['layers']}  residual {spec['residual']}  stride in {spec['stride_in']}",
-        f"stem          {spec['stem']} (pool {spec['stem_pool']}, input BN {spec['input_bn']})  head pool {spec['head_pool']}",
+        f"stem          {spec['stem']} {_stem_widths(spec)} (pool {spec['stem_pool']}, input BN {spec['input_bn']})  "
+        f"head pool {spec['head_pool']}  shortcut {spec['shortcut']}",
         f"BN eps        {spec['bn_eps']}" + (f" (+{len(spec['bn_eps_overrides'])} overrides)" if spec["bn_eps_overrides"] else ""),
         f"conv biases   {', '.join(spec['conv_bias']) or 'none'}",
         f"parameters    {info['num_params']:,} ({info['num_params'] / 1e6:.2f} M)",

@@ -279,7 +279,8 @@ def load_model(
         if arch is not None and metadata.arch not in (None, arch):
             raise CheckpointError(f"{path}: --arch {arch} given, but the checkpoint says it is {metadata.arch}")
         return _model_from(metadata.spec, raw.tensors, str(path)), metadata
-    state_dict, metadata = metadata_for_plain(Path(path), raw.tensors, arch=arch, preset=preset)
+    source_arch = raw.choice.training.get("arch") if raw.choice is not None else None
+    state_dict, metadata = metadata_for_plain(Path(path), raw.tensors, arch=arch, preset=preset, source_arch=source_arch)
     metadata.source.details.update(raw.details())
     if raw.choice is not None and raw.choice.key is not None:
         metadata.notes["weights"] = f"weights from {raw.choice.key!r} of a {raw.choice.container} file ({raw.choice.rule})"

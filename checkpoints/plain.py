@@ -1,7 +1,9 @@
 """Plain state dicts from torchvision, timm and mmcls: renamed onto the reference names, and the
 architecture inferred from names and shapes when the user does not give it: a registered arch whose
 names and shapes are these, else the spec read from them into the shared converter skeleton
-(`recognised_spec`).
+(`recognised_spec`): any depth, width, deep or tiered stem, conv or avg-pool shortcut.  Variants the
+reference cannot express (attention, groups, GroupNorm, anti-aliasing a checkpoint names) are
+refused first, naming the feature (`unsupported_feature`), so that none loads without it.
 
 The renames are a table read top to bottom, applied with anchored patterns; tensors are never
 paired by order or by substring.
@@ -42,6 +44,9 @@ MMCLS_RENAMES: list[tuple[str, str]] = [
 _MMCLS_DOWNSAMPLE = re.compile(r"^(layer\d+\.\d+\.downsample)\.(\d)\.(.*)$")
 
 
+_TIMM_AVG_DOWN = re.compile(r"^layer\d+\.\d+\.downsample\.2\.")
+
+
 def _rename(key: str, table: list[tuple[str, str]]) -> str:
     for pattern, replacement in table:
         key = re.sub(pattern, replacement, key)
@@ -60,7 +65,9 @@ def normalise_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, t
             if k.startswith("backbone.") or k.startswith("head.fc.")
         }
         renamed = _mmcls_avg_down(renamed)
-    elif any(k.startswith("conv1.0.") for k in renamed):
+    elif any(k.startswith("conv1.0.") or _TIMM_AVG_DOWN.match(k) for k in renamed):
+        # timm's own modules: the deep stem, or the avg-down shortcut's conv + BN at .1/.2.  A timm
+        # net with neither (resnet26, resnet50) has torchvision's names and shapes exactly.
         layout = "timm"
     return renamed, layout
 
@@ -116,9 +123,66 @@ def fitting_archs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     ]
 
 
+# Parts of timm / torchvision / mmcls ResNet variants that the reference ResNet has no place for,
+# recognised by the module names they leave in a state dict: (anchored pattern, the feature).
+_FOREIGN_MODULES: list[tuple[str, str]] = [
+    (r"^layer\d+\.\d+\.se\.conv\.", "ECA channel attention (timm ecaresnet*: se.conv)"),
+    (r"^layer\d+\.\d+\.se\.", "squeeze-and-excitation attention (timm seresnet*/resnetrs*: se.fc1/fc2)"),
+    (r"^layer\d+\.\d+\.se_layer\.", "squeeze-and-excitation attention (mmcls SEResNet: se_layer)"),
+    (r"^layer\d+\.\d+\.(attn|attention|eca|cbam|gc|sk)\.", "an attention module in the blocks"),
+    (r"^layer\d+\.\d+\.conv2\.(radix|fc1|rsoftmax)", "split attention (ResNeSt)"),
+    (r"^layer\d+\.\d+\.aa\.", "anti-aliased downsampling (timm resnetaa*/resnetblur*: aa)"),
+]
+# timm builds these without a parameter of their own (a blur or average pool before a stride), so a
+# bare state dict of one equals the plain net's; a timm train.py file names its arch, and that is refused.
+_FEATURELESS_TIMM = [
+    (r"^(se)?resnet(aa|blur)", "anti-aliased downsampling (a fixed blur/average pool before each stride)"),
+    (r"^ecaresnet", "ECA channel attention"),
+    (r"^(se)?resnext", "grouped 3x3 convolutions (ResNeXt)"),
+    (r"^se", "squeeze-and-excitation attention"),
+    (r"^resnetrs", "squeeze-and-excitation attention and ResNet-RS stem"),
+    (r"_gn$", "GroupNorm instead of BatchNorm"),
+]
+
+
+def unsupported_feature(state_dict: Mapping[str, torch.Tensor], source_arch: str | None = None) -> str | None:
+    """The first feature of these reference-named tensors (or of the arch a timm training checkpoint
+    names) that the reference ResNet cannot express, in words; None when there is none.  Such a file
+    is refused, never loaded without its attention, groups or norm."""
+    if source_arch:
+        base = source_arch.split(".", 1)[0].removeprefix("timm/")
+        for pattern, feature in _FEATURELESS_TIMM:
+            if re.search(pattern, base):
+                return f"the checkpoint names arch {source_arch!r}, which has {feature}"
+    for pattern, feature in _FOREIGN_MODULES:
+        for key in state_dict:
+            if re.match(pattern, key):
+                return f"{feature}, e.g. {key}"
+    for key, weight in state_dict.items():
+        m = re.match(r"^(layer\d+\.\d+)\.conv2\.weight$", key)
+        first = state_dict.get(f"{m.group(1)}.conv1.weight") if m else None
+        if m and first is not None and weight.ndim == 4 and first.ndim == 4 and f"{m.group(1)}.conv3.weight" in state_dict:
+            inner = int(first.shape[0])
+            if int(weight.shape[1]) != inner and int(weight.shape[1]) and inner % int(weight.shape[1]) == 0:
+                groups = inner // int(weight.shape[1])
+                return (
+                    f"grouped 3x3 convolutions (ResNeXt: {key} has shape {tuple(weight.shape)}, {groups} groups of "
+                    f"{int(weight.shape[1])} channels); the reference ResNet's convolutions are ungrouped"
+                )
+    for key in state_dict:
+        if key.endswith(".weight") and state_dict[key].ndim == 1 and key.removesuffix("weight") + "running_mean" not in state_dict:
+            module = key.removesuffix(".weight")
+            if re.match(r"^(bn\d*|conv1\.[14]|layer\d+\.\d+\.(bn\d|downsample\.\d))$", module):
+                return (
+                    f"a normalisation without running statistics at {module} (GroupNorm, as timm resnet50_gn); "
+                    "the reference ResNet uses BatchNorm"
+                )
+    return None
+
+
 # Plain PyTorch checkpoints come from these families; prefer them when a layout also fits a port
 # (Caffe ResNet-101 and torchvision resnet101 share every name and shape).
-PLAIN_FAMILIES = ("torchvision", "mmcls", "cifar")
+PLAIN_FAMILIES = ("torchvision", "mmcls", "timm", "cifar")
 
 
 def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: str) -> ResNetSpec:
@@ -126,7 +190,8 @@ def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: 
     shared skeleton (`converters.names`) and decided by `converters.build`, with the conventions of
     these layouts: post-activation, bottleneck stride in the 3x3, BN eps 1e-5, the 3x3/2 max pool
     after a 7x7 or deep stem and none after a 3x3 stem (the CIFAR nets).  For a layout no registered
-    arch fits (other widths or depths); raises `ConversionError` when the names make no ResNet."""
+    arch fits (other widths or depths, timm's tiered stem); the registered name whose spec equals the
+    result is found by `converters.build` itself.  Raises `ConversionError` when the names make no ResNet."""
     # Imported here: converters build on checkpoints, not the other way round at import time.
     from resnet_port.converters.build import build
     from resnet_port.converters.common import ConversionReport
@@ -147,9 +212,19 @@ def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: 
 
 
 def metadata_for_plain(
-    path: Path, tensors: Mapping[str, torch.Tensor], arch: str | None, preset: str | None
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    arch: str | None,
+    preset: str | None,
+    source_arch: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
+    """``source_arch``: the arch a training checkpoint names (timm train.py's ``'arch'``), checked for
+    features a state dict cannot show."""
     state_dict, layout = normalise_names(tensors)
+    # A named arch (the file's own, else --arch) can tell a parameter-free feature that names cannot.
+    feature = unsupported_feature(state_dict, source_arch or arch)
+    if feature is not None:
+        raise CheckpointError(f"{path}: not loadable as a reference ResNet: {feature}")
     spec = None
     if arch is None:
         fits = fitting_archs(state_dict)

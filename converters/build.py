@@ -13,7 +13,8 @@ The rules (each checked by tests/converters/test_build.py on hand-made skeletons
   network: the registered one is taken, else ``"1x1"`` for v1 and ``"3x3"`` for v2 (the registry's
   convention: Gluon V1 / Caffe vs Gluon V2 / torchvision).
 - **Stem.**  One 7x7/2 pad-3 conv (``"7x7"``), one 3x3/1 pad-1 conv (``"3x3"``), or three 3x3 convs,
-  the first strided, of widths w/2, w/2, w (``"deep"``).  Stem pool: 3x3/2 pad 1 floor max pool
+  the first strided, of widths w/2, w/2, w or any other (``"deep"``; ``stem_widths`` keeps the first
+  two when they are not w/2: timm's tiered 24-32-64).  Stem pool: 3x3/2 pad 1 floor max pool
   (``"max"``), 3x3/2 pad 0 ceil (``"max_ceil"``), or none.
 - **BatchNorm eps.**  ``bn_eps`` is the most common eps over every BN (input, stem, blocks, final);
   on a tie the smallest value wins.  Every BN whose eps differs is named in ``bn_eps_overrides``.
@@ -137,6 +138,7 @@ class _Checker:
 
 
 def _stem(check: _Checker, skeleton: Skeleton) -> tuple[str, int]:
+    """(stem kind, stem output width); the deep stem's first two widths are `_stem_widths`."""
     convs = [unit.conv for unit in skeleton.stem]
     first = convs[0]
     if len(convs) == 1 and first.kernel == (7, 7):
@@ -148,9 +150,8 @@ def _stem(check: _Checker, skeleton: Skeleton) -> tuple[str, int]:
     elif len(convs) == 3:
         for i, conv in enumerate(convs):
             check.conv(conv, 3, f"deep stem conv {i + 1}", stride=2 if i == 0 else 1)
-        mid = convs[-1].out_channels // 2
-        if convs[0].out_channels != mid or convs[1].out_channels != mid or convs[-1].out_channels % 2:
-            raise check.fail(first.label, f"deep stem widths {[c.out_channels for c in convs]}; expected w/2, w/2, w")
+        # Any widths: w/2, w/2, w (mmcls V1c/V1d, timm *c/*d/*s) or tiered (timm *t: 24, 32, 64);
+        # the spec keeps the first two in stem_widths, the channels chain is checked below.
         kind = "deep"
     else:
         raise check.fail(
@@ -193,6 +194,11 @@ def _head_pool(check: _Checker, pool: Pool) -> tuple[str, int]:
         f"the head pool ({pool.kind}, kernel {pool.kernel}, stride {pool.stride}, pad {list(pool.pad)}) is not an "
         "average pool that is global or square with stride 1 and no padding",
     )
+
+
+def _stem_widths(skeleton: Skeleton, kind: str) -> tuple[int, ...]:
+    """The deep stem's first two conv widths (ResNetSpec.stem_widths; the spec folds w/2, w/2 to ())."""
+    return tuple(unit.conv.out_channels for unit in skeleton.stem[:2]) if kind == "deep" else ()
 
 
 @dataclass
@@ -594,6 +600,7 @@ def build(skeleton: Skeleton, report: ConversionReport, arch: str | None = None)
                     stride_in=stride_in,
                     stem=stem_kind,
                     stem_width=stem_width,
+                    stem_widths=_stem_widths(skeleton, stem_kind),
                     stem_pool=stem_pool,
                     shortcut=facts.shortcut,
                     projection=projection,

@@ -190,15 +190,16 @@ class ResNet(nn.Module):
         elif spec.stem == "3x3":
             self.conv1 = nn.Conv2d(spec.in_chans, spec.stem_width, 3, 1, 1, bias=stem_bias)
         else:  # deep stem; timm's indices, kept for weight compatibility
-            mid = spec.stem_width // 2
+            # w/2, w/2, w, or the tiered widths of spec.stem_widths (timm resnet*t: 24, 32, 64)
+            first, second, _ = spec.deep_stem_widths
             self.conv1 = nn.Sequential(
-                nn.Conv2d(spec.in_chans, mid, 3, 2, 1, bias=stem_bias),
-                norm(mid),
+                nn.Conv2d(spec.in_chans, first, 3, 2, 1, bias=stem_bias),
+                norm(first),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(mid, mid, 3, 1, 1, bias=stem_bias),
-                norm(mid),
+                nn.Conv2d(first, second, 3, 1, 1, bias=stem_bias),
+                norm(second),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(mid, spec.stem_width, 3, 1, 1, bias=stem_bias),
+                nn.Conv2d(second, spec.stem_width, 3, 1, 1, bias=stem_bias),
             )
         self.bn1 = norm(spec.stem_width)
         self.relu = nn.ReLU(inplace=True)

@@ -112,6 +112,40 @@ for _d in (18, 34, 50, 101, 152):
     register_arch(f"cifar_resnet{_d}", _standard(_d, stem="3x3", stem_pool="none"), "cifar", "3x3/1 stem, no max pool (mmcls ResNet_CIFAR)")
 
 
+# timm's ResNets whose spec no name above has (resnet50c/d, 101c/d, 152c/d equal mmcls V1c/V1d,
+# resnet18..200 and wide_resnet*_2 torchvision's): layers, block, deep stem output width, the
+# tiered first two widths, avg-down.  timm's "s" nets have a 64-64-128 deep stem; its "t" nets the
+# tiered 24-32-64 one with avg-down (timm resnet.py: stem_type 'deep' / 'deep_tiered', avg_down).
+_TIMM = {
+    "resnet10t": ("basic", (1, 1, 1, 1), 64, (24, 32), True),
+    "resnet14t": ("bottleneck", (1, 1, 1, 1), 64, (24, 32), True),
+    "resnet18d": ("basic", (2, 2, 2, 2), 64, (), True),
+    "resnet26": ("bottleneck", (2, 2, 2, 2), None, (), False),
+    "resnet26d": ("bottleneck", (2, 2, 2, 2), 64, (), True),
+    "resnet26t": ("bottleneck", (2, 2, 2, 2), 64, (24, 32), True),
+    "resnet34d": ("basic", (3, 4, 6, 3), 64, (), True),
+    "resnet50s": ("bottleneck", (3, 4, 6, 3), 128, (), False),
+    "resnet50t": ("bottleneck", (3, 4, 6, 3), 64, (24, 32), True),
+    "resnet101s": ("bottleneck", (3, 4, 23, 3), 128, (), False),
+    "resnet152s": ("bottleneck", (3, 8, 36, 3), 128, (), False),
+    "resnet200d": ("bottleneck", (3, 24, 36, 3), 64, (), True),
+}
+for _name, (_block, _layers, _deep, _tiers, _avg) in _TIMM.items():
+    _spec = ResNetSpec(
+        block=_block,
+        layers=_layers,
+        stem="deep" if _deep else "7x7",
+        stem_width=_deep or 64,
+        stem_widths=_tiers,
+        shortcut="avgpool_conv" if _avg else "conv",
+    )
+    _stem = "7x7 stem" if not _deep else f"deep stem {'-'.join(map(str, _spec.deep_stem_widths))}"
+    register_arch(
+        _name, _spec, "timm",
+        f"timm resnet.py: {_stem}{', avg-pool shortcut' if _avg else ''}, stride in the 3x3",
+    )
+
+
 def list_archs(family: str | None = None) -> list[str]:
     """Registered arch names, optionally of one family, in registration order."""
     return [name for name, info in _ARCHS.items() if family is None or info.family == family]

@@ -64,6 +64,12 @@ class ResNetSpec:
       convolutional reading of a Caffe net; where the map is smaller than the kernel the kernel is
       clipped to the map, a size Caffe itself would refuse).
 
+    ``stem_widths``: the output widths of the deep stem's first two convs when they are not
+    ``stem_width // 2`` each: timm's tiered stem (``resnet10t/14t/26t/50t``) is 24-32-64, i.e.
+    ``stem_width=64, stem_widths=(24, 32)``.  Empty (the default) means ``(w/2, w/2)`` (mmcls V1c/V1d
+    and timm ``*c``/``*d``: 32-32-64; ``*s``: 64-64-128); a value equal to that default is stored as
+    empty so that specs compare equal however they were written.  Only the deep stem has it.
+
     ``bn_eps`` is the eps of every BatchNorm; ``bn_eps_overrides`` names single BatchNorm modules
     (state-dict prefixes such as ``"layer1.0.bn2"`` or ``"data_bn"``) whose eps differs.
     """
@@ -74,6 +80,7 @@ class ResNetSpec:
     stride_in: str = "3x3"
     stem: str = "7x7"
     stem_width: int = 64
+    stem_widths: tuple[int, ...] = ()
     stem_pool: str = "max"
     shortcut: str = "conv"
     projection: str = "when_needed"
@@ -92,6 +99,10 @@ class ResNetSpec:
         # Normalise sequences so that specs from JSON (lists) compare equal to specs from code.
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        stem_widths = tuple(int(w) for w in self.stem_widths)
+        if self.stem == "deep" and stem_widths == (int(self.stem_width) // 2,) * 2:
+            stem_widths = ()  # the default deep stem, however it was written
+        object.__setattr__(self, "stem_widths", stem_widths)
         object.__setattr__(self, "conv_bias", tuple(sorted(set(self.conv_bias))))
         object.__setattr__(
             self,
@@ -132,7 +143,12 @@ class ResNetSpec:
         for name in ("stem_width", "base_width", "head_pool_size", "num_classes", "in_chans"):
             if int(getattr(self, name)) < 1:
                 raise SpecError(f"ResNetSpec.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.stem == "deep" and self.stem_width % 2:
+        if self.stem_widths and (self.stem != "deep" or len(self.stem_widths) != 2 or min(self.stem_widths) < 1):
+            raise SpecError(
+                f"ResNetSpec.stem_widths={self.stem_widths} needs stem='deep' and two positive widths "
+                "(the outputs of the deep stem's first two convs)"
+            )
+        if self.stem == "deep" and self.stem_width % 2 and not self.stem_widths:
             raise SpecError(f"ResNetSpec.stem_width must be even for the deep stem, got {self.stem_width}")
         if not self.bn_eps > 0 or any(not eps > 0 for _, eps in self.bn_eps_overrides):
             raise SpecError(f"ResNetSpec.bn_eps and bn_eps_overrides must be positive, got {self.bn_eps} and {self.bn_eps_overrides}")
@@ -155,6 +171,12 @@ class ResNetSpec:
         per_block = 3 if self.block == "bottleneck" else 2
         return per_block * sum(self.layers) + 2
 
+    @property
+    def deep_stem_widths(self) -> tuple[int, int, int]:
+        """The three deep-stem conv widths (stem_widths or w/2, w/2, then stem_width)."""
+        first, second = self.stem_widths or (self.stem_width // 2, self.stem_width // 2)
+        return first, second, self.stem_width
+
     def eps_for(self, module_name: str) -> float:
         return dict(self.bn_eps_overrides).get(module_name, self.bn_eps)
 
@@ -167,6 +189,7 @@ class ResNetSpec:
         out = dataclasses.asdict(self)
         out["layers"] = list(self.layers)
         out["widths"] = list(self.widths)
+        out["stem_widths"] = list(self.stem_widths)
         out["conv_bias"] = list(self.conv_bias)
         out["bn_eps_overrides"] = {name: eps for name, eps in self.bn_eps_overrides}
         return out
