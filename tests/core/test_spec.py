@@ -94,5 +94,5 @@ def test_eps_override_must_name_a_batchnorm():
 def test_arch_info_has_a_family_and_note():
     for name in list_archs():
         info = arch_info(name)
-        assert info.family in {"torchvision", "mmcls", "gluon", "mxnet", "caffe", "cifar"}
+        assert info.family in {"torchvision", "mmcls", "gluon", "gluoncv", "mxnet", "caffe", "cifar"}
         assert info.note
