@@ -60,20 +60,23 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     where = f"{params_path} with {symbol_path.name}"
     spec, state_dict, report = build(to_skeleton(found, records, where), report, arch)  # arch picks among equivalent readings
     name = check_arch(spec, arch, where, "symbol")
-    if arch is None and any(re.match(r"^resnetv1[bcdes]_", n.name) for n in graph.operators()):
+    gluoncv_export = any(re.match(r"^resnetv1[bcdes]_", n.name) for n in graph.operators())
+    if arch is None and gluoncv_export:
         spec, name = gluoncv_name(spec, name)  # a GluonCV export: its own name (resnet18_v1b, ...)
     report.arch = name
     name_or_closest(spec, report)
     check_shapes(params_path, spec, state_dict, name)
     registered_family = arch_info(name).family if name else None
     family = registered_family or ("mxnet" if spec.input_bn == "fixed_gamma" else "gluon")
-    if family not in ("mxnet", "gluon"):
+    if gluoncv_export:
+        family = registered_family = "gluoncv"  # GluonCV's presets and published rows
+    if family not in ("mxnet", "gluon", "gluoncv"):
         family = "gluon"
     details = {"format": "symbol + params", "symbol": symbol_path.name, "input": "0-255 RGB" if family == "mxnet" else "normalised RGB"}
     meta = metadata(spec, name, [params_path, symbol_path], details, family)
     if family == "mxnet":
         report.notes.append("takes 0-255 RGB: the data BN normalises inside the network, as in the MXNet graph")
-    elif registered_family != "gluon":
+    elif registered_family not in ("gluon", "gluoncv"):
         report.notes.append(
             "the graph does not say how its input was normalised: Gluon's convention (RGB 0-1, ImageNet mean/std) "
             "is recorded; check it against the model's source"

@@ -180,3 +180,13 @@ def test_torch_agrees_with_itself_guard() -> None:
     # independent: windows [0,1,3,4], [2,5], [6,7], [8] averaged over the cells they cover
     expected = torch.tensor([[[[2.0, 3.5], [6.5, 8.0]]]])
     assert torch.equal(pool(x), expected)
+
+
+@pytest.mark.parametrize("name,fmt,top1", [("resnet50_v1d", "save_parameters", 79.15), ("resnet50_v1c", "export", 78.03),
+                                           ("resnet18_v1b", "export", 70.94)])
+def test_published_rows_travel_with_the_checkpoint(cache: Path, name: str, fmt: str, top1: float) -> None:
+    """GluonCV's model zoo table (ResNet.csv) rows, for validate --compare-published."""
+    meta = convert_mxnet(cache / name / FILES[fmt].format(n=name)).metadata
+    assert meta.arch == name
+    assert meta.published["weight_source"] == "gluoncv"
+    assert [round(100 - r["top1_error"], 2) for r in meta.published["results"]] == [top1]
