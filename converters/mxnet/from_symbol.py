@@ -24,6 +24,11 @@ from resnet_port.resnet_ref import arch_info
 def refuse_variants(graph) -> None:
     """GluonCV's GroupNorm (*_gn) and squeeze-and-excitation (se_resnet*) nets, refused by name."""
     for node in graph.operators():
+        if node.name.startswith(("cifarresnetv1", "cifarresnetv2")):
+            raise ConversionError(
+                f"{graph.path}: {node.describe()}: a GluonCV CIFAR ResNet (cifar_resnet*_v1/_v2: a 3x3 stem whose BN has "
+                "no ReLU, or a conv-only V2 stem); the reference ResNet has no such stem yet; not supported"
+            )
         if node.op == "GroupNorm":
             raise ConversionError(
                 f"{graph.path}: {node.describe()}: a GroupNorm ResNet (GluonCV *_gn); the reference ResNet has BatchNorm "

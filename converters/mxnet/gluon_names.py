@@ -299,6 +299,10 @@ def unsupported_variant(names: list[str]) -> str | None:
     """
     if any(re.search(r"(^|\.)se\.\d+\.", n) for n in names):
         return "a squeeze-and-excitation (SE) ResNet (GluonCV se_resnet*): its blocks' se.* layers have no place in the reference ResNet"
+    stem_bn = "features.1.running_mean" in names or "features.0.running_mean" in names  # V1 conv, BN / V2 BN, conv
+    if stem_bn and any(re.match(r"^features\.2\.\d+\.(body|bn1)\.", n) for n in names):
+        return ("a GluonCV CIFAR ResNet (or Gluon thumbnail net) (cifar_resnet*_v1/_v2: stages from features.2 after a 3x3 stem whose BN has no "
+                "ReLU, or a conv-only V2 stem); the reference ResNet has no such stem yet")
     gammas = {n[: -len(".gamma")] for n in names if n.endswith(".gamma")}
     means = {n[: -len(".running_mean")] for n in names if n.endswith(".running_mean")}
     if gammas and not gammas & means:
