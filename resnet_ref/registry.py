@@ -25,7 +25,7 @@ class ArchInfo:
 
     name: str
     spec: ResNetSpec
-    family: str  # torchvision, mmcls, gluon, mxnet, caffe, cifar
+    family: str  # torchvision, mmcls, gluon, gluoncv, mxnet, caffe, cifar
     note: str
 
 
@@ -81,6 +81,21 @@ for _d in (18, 34, 50, 101, 152):
         _standard(_d, residual="v2", input_bn="affine_free"),
         "gluon",
         "Gluon model zoo V2 (and ONNX zoo v2): pre-activation, affine-free input BN, final BN-ReLU",
+    )
+
+for _d in (18, 34, 50, 101, 152):
+    # GluonCV ResNetV1b is torchvision's layout (stride in the 3x3, no biases): an alias.
+    register_arch(f"resnet{_d}_v1b", _standard(_d), "gluoncv", f"GluonCV ResNetV1b: the same network as resnet{_d}")
+
+for _d in (50, 101, 152):
+    # GluonCV's v1c / v1d are mmcls's (deep stem 32-32-64; v1d avg-down); v1s / v1e widen the stem.
+    register_arch(
+        f"resnet{_d}_v1s", _standard(_d, stem="deep", stem_width=128), "gluoncv",
+        "GluonCV ResNetV1s: deep 3x3 stem 64-64-128, stride in the 3x3",
+    )
+    register_arch(
+        f"resnet{_d}_v1e", _standard(_d, stem="deep", stem_width=128, shortcut="avgpool_conv"), "gluoncv",
+        "GluonCV ResNetV1e: deep 3x3 stem 64-64-128 and the average-pool shortcut ('avg down')",
     )
 
 for _d in ALL_DEPTHS:

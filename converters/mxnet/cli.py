@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convert-mxnet",
         description=(
-            "Convert a Gluon model-zoo ResNet (save_parameters, save_params or export files) or a classic\n"
-            "MXNet symbolic ResNet (resnet-N-symbol.json + resnet-N-0000.params) to a reference checkpoint.\n"
+            "Convert a Gluon model-zoo ResNet or a GluonCV ResNetV1b/c/d/e/s (save_parameters, save_params or\n"
+            "export files) or a classic MXNet symbolic ResNet (resnet-N-symbol.json + resnet-N-0000.params)\n"
+            "to a reference checkpoint.\n"
             "MXNet is not needed.  The converted model takes what the source takes: normalised RGB for\n"
             "Gluon, 0-255 RGB for the symbolic models (their data BN normalises inside); the checkpoint\n"
             "metadata says which."

@@ -9,6 +9,7 @@ stride their first 1x1 conv, every BatchNorm has eps 1e-5, V2's input BatchNorm 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from resnet_port.converters.mxnet.shared import check_arch, check_shapes, metada
 from resnet_port.converters.names import LayoutConventions, skeleton_from_names
 from resnet_port.converters.skeleton import SourceTensor
 from resnet_port.errors import ConversionError
+from resnet_port.resnet_ref import ResNetSpec, get_spec, list_archs
 
 GLUON_BN_EPS = 1e-5  # gluon.nn.BatchNorm's epsilon, which the model zoo keeps everywhere
 
@@ -37,11 +39,69 @@ def gluon_conventions(version: str) -> LayoutConventions:
     )
 
 
+def gluoncv_conventions() -> LayoutConventions:
+    """What GluonCV's ResNetV1b code decides and its names cannot show."""
+    return LayoutConventions(
+        layout="GluonCV ResNetV1b",
+        residual="v1",
+        stride_in="3x3",  # BottleneckV1b strides its 3x3 (conv2), as torchvision does
+        bn_eps=GLUON_BN_EPS,  # gluon.nn.BatchNorm's default; GluonCV passes no epsilon
+    )
+
+
+def gluoncv_name(spec: ResNetSpec, found: str | None) -> tuple[ResNetSpec, str | None]:
+    """The GluonCV name (resnet50_v1b, ...) of a spec when one is registered, else ``found``.
+
+    Basic blocks never stride a 1x1, so both stride readings are the same network; GluonCV's
+    (the 3x3, as its names are torchvision's) is taken."""
+    for name in list_archs():
+        if not re.match(r"^resnet\d+_v1[bcdes]$", name):
+            continue
+        wanted = get_spec(name, spec.num_classes)
+        if wanted == spec or (spec.block == "basic" and wanted == spec.replace(stride_in=wanted.stride_in)):
+            return wanted, name
+    return spec, found
+
+
+def convert_gluoncv_parameters(path: Path, params: dict[str, np.ndarray], arch: str | None) -> Conversion:
+    """A GluonCV ResNetV1b-family ``save_parameters`` file (conv1.0.weight, layer1.0.bn1.gamma, ...)."""
+    mapped, unmatched = gluon_names.rename_gluoncv_v1b(list(params))
+    if unmatched:
+        more = f" (+{len(unmatched) - 5} more)" if len(unmatched) > 5 else ""
+        raise ConversionError(
+            f"{path}: tensor(s) {', '.join(unmatched[:5])}{more} fit no GluonCV ResNetV1b name; expected conv1[.K].weight, "
+            "bn1.*, layerS.B.convK.weight, layerS.B.bnK.*, layerS.B.downsample.K.*, fc.*"
+        )
+    tensors = {target: SourceTensor(params[source], source) for target, source in mapped.items()}
+    skeleton = skeleton_from_names(tensors, str(path), gluoncv_conventions())
+    report = ConversionReport("mxnet", [path.name])
+    spec, state_dict, report = build(skeleton, report, arch)  # arch picks among equivalent readings
+    name = check_arch(spec, arch, str(path), "names and shapes")
+    if arch is None:
+        spec, name = gluoncv_name(spec, name)
+    report.arch = name
+    name_or_closest(spec, report)
+    check_shapes(path, spec, state_dict, name)
+    details = {"format": "gluoncv save_parameters", "gluon_version": "V1b"}
+    meta = metadata(spec, name, [path], details, "gluoncv")
+    return finish_conversion(spec, state_dict, meta, report, str(path))
+
+
+def refuse_unsupported(path: Path, names: list[str]) -> None:
+    """GroupNorm and SE variants: refused by name, in one line."""
+    why = gluon_names.unsupported_variant(names)
+    if why:
+        raise ConversionError(f"{path}: {why}; not supported")
+
+
 def convert_gluon_parameters(
     path: Path, params: dict[str, np.ndarray], arch: str | None, legacy_names: dict[str, str] | None = None
 ) -> Conversion:
     """``legacy_names`` (structural -> stored name) when ``params`` were translated from ``save_params``."""
     names = list(params)
+    refuse_unsupported(path, names)
+    if not legacy_names and gluon_names.is_gluoncv_v1b(names):
+        return convert_gluoncv_parameters(path, params, arch)
     version = gluon_version_or_fail(path, names)
     mapped, unmatched = gluon_names.rename_all(names, version)
     if unmatched:
@@ -79,4 +139,4 @@ def gluon_version_or_fail(path: Path, names: list[str]) -> str:
     return version
 
 
-__all__ = ["convert_gluon_parameters", "gluon_conventions"]
+__all__ = ["convert_gluon_parameters", "convert_gluoncv_parameters", "gluon_conventions", "gluoncv_conventions"]

@@ -174,4 +174,86 @@ def _block_v2(w: _Weights, x: torch.Tensor, prefix: str, stride: int) -> torch.T
     return h + shortcut
 
 
-__all__ = ["GLUON_BN_EPS", "GluonLayoutError", "gluon_layout", "run_gluon"]
+# -- GluonCV's ResNetV1b family (gluoncv/model_zoo/resnetv1b.py) -----------------------------------------
+# conv1 (7x7/2, or the deep stem [3x3/2, BN, ReLU, 3x3, BN, ReLU, 3x3]), bn1, ReLU, max pool 3/2/1,
+# layer1..layerN, global average pool, fc.  BasicBlockV1b: conv1 3x3(stride), bn1, ReLU, conv2 3x3, bn2;
+# BottleneckV1b: conv1 1x1, bn1, ReLU, conv2 3x3(stride), bn2, ReLU, conv3 1x1, bn3; out = ReLU(body +
+# shortcut).  downsample: [conv 1x1(stride), BN], or with avg_down [AvgPool2D(stride, ceil_mode=True,
+# count_include_pad=False), conv 1x1, BN].
+
+
+def _avg_pool_ceil_exclusive(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k / k average pool, sizes rounded up, each window divided by the cells it covers in the map
+    (MXNet's pooling_convention='full' with count_include_pad=False), computed as window sums over a
+    zero-extended map divided by window sums of a ones mask."""
+    if k == 1:
+        return x
+    h, w = x.shape[-2:]
+    out_h, out_w = -(-h // k), -(-w // k)
+    pad = (0, out_w * k - w, 0, out_h * k - h)
+    sums = F.pad(x, pad).unfold(2, k, k).unfold(3, k, k).sum(dim=(-1, -2))
+    ones = F.pad(torch.ones(1, 1, h, w, dtype=x.dtype), pad).unfold(2, k, k).unfold(3, k, k).sum(dim=(-1, -2))
+    return sums / ones
+
+
+def _layer_blocks(names: list[str]) -> list[list[int]]:
+    found: dict[int, set[int]] = {}
+    for name in names:
+        match = re.match(r"^layer(\d+)\.(\d+)\.", name)
+        if match:
+            found.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    stages = sorted(found)
+    if not stages or stages != list(range(1, len(stages) + 1)):
+        raise GluonLayoutError(f"the stages are {stages}; expected layer1, layer2, ...")
+    out = []
+    for stage in stages:
+        blocks = sorted(found[stage])
+        if blocks != list(range(len(blocks))):
+            raise GluonLayoutError(f"layer{stage} has blocks {blocks}; expected 0..{len(blocks) - 1}")
+        out.append(blocks)
+    return out
+
+
+def run_gluoncv_v1b(params: dict[str, np.ndarray], x: np.ndarray, where: str = "the parameters") -> np.ndarray:
+    """Logits of a GluonCV ResNetV1b-family net (save_parameters names conv1.0.weight, layer1.0.bn1.gamma, ...)."""
+    names = list(params)
+    w = _Weights(params, where)
+    h = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    try:
+        blocks = _layer_blocks(names)
+    except GluonLayoutError as exc:
+        raise GluonLayoutError(f"{where}: {exc}") from None
+    with torch.no_grad():
+        if w.has("conv1.0.weight"):
+            h = _relu(w.bn(w.conv(h, "conv1.0", 2), "conv1.1"))
+            h = _relu(w.bn(w.conv(h, "conv1.3", 1), "conv1.4"))
+            h = w.conv(h, "conv1.6", 1)
+        else:
+            h = w.conv(h, "conv1", 2)
+        h = _max_pool(_relu(w.bn(h, "bn1")))
+        for s, indices in enumerate(blocks, 1):
+            for b in indices:
+                stride = 2 if s > 1 and b == 0 else 1
+                prefix = f"layer{s}.{b}"
+                bottleneck = w.has(f"{prefix}.conv3.weight")
+                first = w.conv(x=h, prefix=f"{prefix}.conv1", stride=1 if bottleneck else stride)
+                out = _relu(w.bn(first, f"{prefix}.bn1"))
+                out = w.bn(w.conv(out, f"{prefix}.conv2", stride if bottleneck else 1), f"{prefix}.bn2")
+                if bottleneck:
+                    out = w.bn(w.conv(_relu(out), f"{prefix}.conv3", 1), f"{prefix}.bn3")
+                shortcut = h
+                if w.has(f"{prefix}.downsample.2.gamma"):  # avg down: pool, conv 1x1, BN
+                    pooled = _avg_pool_ceil_exclusive(h, stride)
+                    shortcut = w.bn(w.conv(pooled, f"{prefix}.downsample.1", 1), f"{prefix}.downsample.2")
+                elif w.has(f"{prefix}.downsample.0.weight"):
+                    shortcut = w.bn(w.conv(h, f"{prefix}.downsample.0", stride), f"{prefix}.downsample.1")
+                h = _relu(out + shortcut)
+        h = h.mean(dim=(2, 3))
+        logits = F.linear(h, w.get("fc.weight"), w.get("fc.bias") if w.has("fc.bias") else None)
+    unused = sorted(set(names) - w.used)
+    if unused:
+        raise GluonLayoutError(f"{where}: {', '.join(unused[:4])} have no place in the GluonCV ResNetV1b graph")
+    return logits.numpy()
+
+
+__all__ = ["GLUON_BN_EPS", "GluonLayoutError", "gluon_layout", "run_gluon", "run_gluoncv_v1b"]

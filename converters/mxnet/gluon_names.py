@@ -246,3 +246,69 @@ def to_gluon_name(name: str, version: str, num_stages: int) -> str | None:
 
 
 __all__ += ["to_gluon_name"]
+
+
+# -- GluonCV's ResNetV1b family (resnetN_v1b/c/d/e/s) -------------------------------------------------
+# ``gluoncv.model_zoo.ResNetV1b`` names its children as torchvision does (conv1, bn1, layer1..4, fc), so
+# its save_parameters names are torchvision's with Gluon's BatchNorm parameter names.  The deep stem
+# (v1c/d/e/s) is a HybridSequential conv1 = [conv, BN, ReLU, conv, BN, ReLU, conv] followed by bn1; the
+# avg-down shortcut (v1d/e) is downsample = [AvgPool2D, conv, BN] (the pool has no parameters).
+LAYER = r"layer(?P<stage>\d+)\.(?P<block>\d+)"
+GLUONCV_V1B_NAMES: list[tuple[str, str]] = [
+    (rf"^conv1\.{WB}$", "conv1.{p}"),  # 7x7/2 stem conv (v1b)
+    (rf"^conv1\.(?P<i>[036])\.{WB}$", "conv1.{i}.{p}"),  # deep stem convs 3x3/2, 3x3, 3x3
+    (rf"^conv1\.(?P<i>[14])\.{BN}$", "conv1.{i}.{bn}"),  # deep stem BNs after the first two convs
+    (rf"^bn1\.{BN}$", "bn1.{bn}"),  # the BN after the (last) stem conv
+    (rf"^{LAYER}\.conv(?P<k>[123])\.{WB}$", "layer{stage}.{block}.conv{k}.{p}"),  # conv2 strides (v1b)
+    (rf"^{LAYER}\.bn(?P<k>[123])\.{BN}$", "layer{stage}.{block}.bn{k}.{bn}"),
+    (rf"^{LAYER}\.downsample\.(?P<i>[01])\.{WB}$", "layer{stage}.{block}.downsample.{i}.{p}"),  # .0 conv; .1 after a pool
+    (rf"^{LAYER}\.downsample\.(?P<i>[12])\.{BN}$", "layer{stage}.{block}.downsample.{i}.{bn}"),
+    (rf"^fc\.{WB}$", "fc.{p}"),
+]
+
+
+def is_gluoncv_v1b(names: list[str]) -> bool:
+    """GluonCV ResNetV1b names: torchvision-like blocks (layer1.0.conv1) with Gluon BN names."""
+    return any(re.match(rf"^{LAYER}\.conv1\.weight$", n) for n in names) and any(
+        re.match(rf"^(bn1|{LAYER}\.bn1)\.(gamma|beta|running_mean|running_var)$", n) for n in names
+    )
+
+
+def rename_gluoncv_v1b(names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Map every GluonCV ResNetV1b name; returns (reference name -> GluonCV name, names that fit no row)."""
+    mapped: dict[str, str] = {}
+    unmatched: list[str] = []
+    for name in names:
+        for pattern, template in GLUONCV_V1B_NAMES:
+            match = re.match(pattern, name)
+            if match:
+                groups = match.groupdict()
+                groups["bn"] = BN_RENAME.get(groups.get("bn") or "")
+                mapped[template.format(**groups)] = name
+                break
+        else:
+            unmatched.append(name)
+    return mapped, unmatched
+
+
+def unsupported_variant(names: list[str]) -> str | None:
+    """Why a GluonCV variant with no reference counterpart is refused, or None.
+
+    GroupNorm nets (``resnet50_v1b_gn``) store gamma/beta but no running statistics; SE nets
+    (``se_resnet*``) have a squeeze-and-excitation branch ``...se.0.weight`` in every block.
+    """
+    if any(re.search(r"(^|\.)se\.\d+\.", n) for n in names):
+        return "a squeeze-and-excitation (SE) ResNet (GluonCV se_resnet*): its blocks' se.* layers have no place in the reference ResNet"
+    stem_bn = "features.1.running_mean" in names or "features.0.running_mean" in names  # V1 conv, BN / V2 BN, conv
+    if stem_bn and any(re.match(r"^features\.2\.\d+\.(body|bn1)\.", n) for n in names):
+        return ("a GluonCV CIFAR ResNet (or Gluon thumbnail net) (cifar_resnet*_v1/_v2: stages from features.2 after a 3x3 stem whose BN has no "
+                "ReLU, or a conv-only V2 stem); the reference ResNet has no such stem yet")
+    gammas = {n[: -len(".gamma")] for n in names if n.endswith(".gamma")}
+    means = {n[: -len(".running_mean")] for n in names if n.endswith(".running_mean")}
+    if gammas and not gammas & means:
+        return ("a GroupNorm ResNet (GluonCV *_gn: normalisation layers with gamma/beta and no running statistics); "
+                "the reference ResNet has BatchNorm only")
+    return None
+
+
+__all__ += ["GLUONCV_V1B_NAMES", "is_gluoncv_v1b", "rename_gluoncv_v1b", "unsupported_variant"]

@@ -57,8 +57,7 @@ class Recognised:
     """The graph read as a ResNet: which node is the stem, each unit's roles, the head."""
 
     input_bn: SymbolNode | None
-    stem_conv: SymbolNode
-    stem_bn: SymbolNode
+    stem: list[tuple[SymbolNode, SymbolNode]]  # (conv, BN) pairs: one, or three for the deep stem
     stem_pool: SymbolNode | None
     units: list[Unit]
     final_bn: SymbolNode | None
@@ -67,7 +66,7 @@ class Recognised:
 
     def placed(self) -> set[int]:
         """The node indices that hold parameters of the recognised ResNet."""
-        nodes = [self.input_bn, self.stem_conv, self.stem_bn, self.final_bn, self.fc]
+        nodes = [self.input_bn, self.final_bn, self.fc] + [n for pair in self.stem for n in pair]
         for unit in self.units:
             nodes += list(unit.body.values()) + list(unit.shortcut.values())
         return {n.index for n in nodes if n is not None}
@@ -107,8 +106,12 @@ class _Walker:
         return data[0]
 
     # -- stem ---------------------------------------------------------------------------------------
-    def stem(self) -> tuple[SymbolNode | None, SymbolNode, SymbolNode, SymbolNode | None, SymbolNode]:
-        """(input BN or None, stem conv, stem BN, stem pool or None, the stem's output node)."""
+    def stem(self) -> tuple[SymbolNode | None, list[tuple[SymbolNode, SymbolNode]], SymbolNode | None, SymbolNode]:
+        """(input BN or None, the stem's (conv, BN) pairs, stem pool or None, the stem's output node).
+
+        The deep stem (GluonCV v1c/d/e/s, mmcls V1c/V1d) is three conv-BN-ReLU in a chain: a stem ReLU
+        whose only consumer is another conv continues the stem (a residual unit's input always feeds two
+        branches, its body and its shortcut, so it cannot be mistaken for one)."""
         node = self.only_consumer(self.input_node(), "BatchNorm or Convolution")
         input_bn = None
         if _kind(node) == "bn":
@@ -122,11 +125,22 @@ class _Walker:
         relu = self.only_consumer(bn, "ReLU")
         if _kind(relu) != "relu":
             raise self.fail(relu, "the stem ReLU")
+        pairs = [(conv, bn)]
         consumers = self.graph.op_consumers(relu)
+        while len(pairs) < 3 and len(consumers) == 1 and _kind(consumers[0]) == "conv":
+            conv = consumers[0]
+            bn = self.only_consumer(conv, "BatchNorm (the deep stem)")
+            if _kind(bn) != "bn":
+                raise self.fail(bn, "a BatchNorm after a deep-stem Convolution")
+            relu = self.only_consumer(bn, "ReLU (the deep stem)")
+            if _kind(relu) != "relu":
+                raise self.fail(relu, "a ReLU after a deep-stem BatchNorm")
+            pairs.append((conv, bn))
+            consumers = self.graph.op_consumers(relu)
         pool, output = None, relu
         if len(consumers) == 1 and consumers[0].op == "Pooling":
             pool = output = consumers[0]
-        return input_bn, conv, bn, pool, output
+        return input_bn, pairs, pool, output
 
     # -- residual units -----------------------------------------------------------------------------
     def trace_back(self, start: SymbolNode, unit_input: SymbolNode, add: SymbolNode) -> list[SymbolNode]:
@@ -173,12 +187,33 @@ class _Walker:
             return {}
         if residual == "v1" and kinds == ("conv", "bn"):
             return {"conv": chain[0], "bn": chain[1]}
+        if residual == "v1" and kinds == ("Pooling", "conv", "bn"):
+            self.check_avg_down(chain[0], chain[1])
+            return {"pool": chain[0], "conv": chain[1], "bn": chain[2]}
         if residual == "v2" and kinds == ("bn", "relu", "conv") and chain[:2] == body[:2]:
             return {"conv": chain[2]}  # v2: projected from the pre-activated input
         raise ConversionError(
             f"{self.path}: the unit ending at {add.describe()} has shortcut {' -> '.join(kinds)}; expected identity, "
-            + ("conv -> bn" if residual == "v1" else "a conv of the pre-activated input (bn -> relu shared with the body)")
+            + ("conv -> bn, or Pooling -> conv -> bn (avg down)" if residual == "v1" else "a conv of the pre-activated input (bn -> relu shared with the body)")
         )
+
+    def check_avg_down(self, pool: SymbolNode, conv: SymbolNode) -> None:
+        """The avg-down pool must be the reference's: average, kernel = stride, no padding, and (when it
+        pools at all) sizes rounded up, each window divided by the cells it covers (GluonCV's
+        AvgPool2D(ceil_mode=True, count_include_pad=False), timm's and mmcls's alike).  With no padding
+        MXNet's count_include_pad changes nothing (the divisor is the window clipped to the padded map,
+        which is the map), so only the rounding is checked."""
+        kernel, stride = pool.attr_tuple("kernel", (1, 1)), pool.attr_tuple("stride", (1, 1))
+        ok = pool.attr_str("pool_type", "max") == "avg" and not pool.attr_bool("global_pool", False)
+        ok &= kernel == stride and kernel[0] == kernel[1] and pool.attr_tuple("pad", (0, 0)) == (0, 0)
+        if ok and kernel != (1, 1):
+            ok = pool.attr_str("pooling_convention", "valid") == "full"
+        if not ok:
+            raise self.fail(
+                pool,
+                "the avg-down shortcut's pool: pool_type avg, kernel = stride, pad 0, pooling_convention 'full' "
+                f"(sizes rounded up, as the reference's ceil_mode=True pool) (found {dict(pool.attrs)})",
+            )
 
     # -- head ---------------------------------------------------------------------------------------
     def head(self, node: SymbolNode, residual: str) -> tuple[SymbolNode | None, SymbolNode, SymbolNode]:
@@ -209,7 +244,7 @@ class _Walker:
 
     # -- all of it ----------------------------------------------------------------------------------
     def run(self) -> Recognised:
-        input_bn, stem_conv, stem_bn, stem_pool, current = self.stem()
+        input_bn, stem, stem_pool, current = self.stem()
         adds = [n for n in self.graph.operators() if n.op in ADD_OPS]
         if not adds:
             raise ConversionError(f"{self.path}: the graph has no residual add; it is not a ResNet")
@@ -221,7 +256,7 @@ class _Walker:
             units.append(unit)
             current = unit.output
         final_bn, head_pool, fc = self.head(current, units[0].residual)
-        return Recognised(input_bn, stem_conv, stem_bn, stem_pool, units, final_bn, head_pool, fc)
+        return Recognised(input_bn, stem, stem_pool, units, final_bn, head_pool, fc)
 
 
 def recognise(graph: SymbolGraph) -> Recognised:
@@ -260,14 +295,18 @@ def to_skeleton(found: Recognised, records: dict[int, object], where: str) -> Sk
         count = 3 if unit.block == "bottleneck" else 2
         body = [ConvBN(rec(unit.body[f"conv{k}"]), rec(unit.body[f"bn{k}"])) for k in range(1, count + 1)]
         shortcut = Shortcut()
-        if "conv" in unit.shortcut:
+        if "pool" in unit.shortcut:
+            conv = rec(unit.shortcut["conv"])
+            stride = unit.shortcut["pool"].attr_tuple("stride", (1, 1))[0]
+            shortcut = Shortcut("avgpool_conv", conv, rec(unit.shortcut["bn"]), stride)
+        elif "conv" in unit.shortcut:
             conv = rec(unit.shortcut["conv"])
             shortcut = Shortcut("conv", conv, rec(unit.shortcut.get("bn")), conv.stride[0])
         blocks.append(Block(f"the unit ending at {unit.add.describe()}", unit.residual, body, shortcut))
     return Skeleton(
         where=where,
         input_bn=rec(found.input_bn),
-        stem=[ConvBN(rec(found.stem_conv), rec(found.stem_bn))],
+        stem=[ConvBN(rec(conv), rec(bn)) for conv, bn in found.stem],
         stem_pool=pool_record(found.stem_pool) if found.stem_pool is not None else None,
         blocks=blocks,
         final_bn=rec(found.final_bn),

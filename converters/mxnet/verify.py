@@ -3,7 +3,8 @@
 - ``arg:``/``aux:`` params with a symbol JSON (classic ``resnet-N``, Gluon ``export()``): the symbol
   graph evaluated node by node with MXNet's semantics (`interpret.run_symbol`).
 - Gluon ``save_parameters`` / ``save_params`` files, which hold no graph: the Gluon model-zoo
-  ResNet V1/V2 graph written out functionally from the parameter names (`gluon_graph.run_gluon`).
+  ResNet V1/V2 graph written out functionally from the parameter names (`gluon_graph.run_gluon`);
+  GluonCV's ResNetV1b family likewise (`gluon_graph.run_gluoncv_v1b`).
   Names of another layout have no built-in referee: the user gives ``--logits`` (computed with
   MXNet) or ``--no-verify``.
 
@@ -21,7 +22,7 @@ import numpy as np
 from resnet_port.converters.common import PARITY_RTOL, Conversion
 from resnet_port.converters.mxnet import gluon_names
 from resnet_port.converters.mxnet.convert import default_symbol_for
-from resnet_port.converters.mxnet.gluon_graph import GluonLayoutError, gluon_layout, run_gluon
+from resnet_port.converters.mxnet.gluon_graph import GluonLayoutError, gluon_layout, run_gluon, run_gluoncv_v1b
 from resnet_port.converters.mxnet.interpret import run_symbol
 from resnet_port.converters.mxnet.ndarray import read_ndarray_file
 from resnet_port.converters.mxnet.symbol import read_symbol_json
@@ -59,6 +60,14 @@ def mxnet_referee(
             logits=lambda batch: run_symbol(graph, params, batch),
             input_description=described,
             output=None,
+        )
+    if gluon_names.is_gluoncv_v1b(list(params)):
+        return Referee(
+            name="the GluonCV ResNetV1b graph evaluated in torch float64",
+            input=x,
+            logits=lambda batch: run_gluoncv_v1b(params, batch, str(params_path)),
+            input_description=described,
+            output="fc",
         )
     if gluon_names.is_legacy(list(params)):
         try:

@@ -61,7 +61,7 @@ def test_ambiguous_and_unknown_layouts_say_which_archs_fit(tmp_path):
     # as torchvision's (plain PyTorch files come from there), but both are listed as fitting.
     sd = torchvision_state_dict(101, seed=0)
     renamed, _ = normalise_names(sd)
-    assert set(fitting_archs(renamed)) == {"resnet101", "caffe_resnet101"}
+    assert set(fitting_archs(renamed)) == {"resnet101", "caffe_resnet101", "resnet101_v1b"}  # v1b: GluonCV's alias
     path = tmp_path / "r101.pth"
     torch.save(sd, path)
     _, meta = load_model(path)

@@ -32,7 +32,9 @@ def test_spec_round_trips_through_json(name):
     again = ResNetSpec.from_dict(json.loads(text))
     assert again == spec
     assert ResNetSpec.from_json(spec.to_json()) == spec
-    assert find_arch(again) == name
+    found = find_arch(again)
+    # An alias (GluonCV's resnetN_v1b is torchvision's resnetN) finds the name registered first.
+    assert found == name or (get_spec(found, num_classes=17) == spec and list_archs().index(found) < list_archs().index(name))
 
 
 def test_presets_differ_where_their_sources_differ():
@@ -94,5 +96,5 @@ def test_eps_override_must_name_a_batchnorm():
 def test_arch_info_has_a_family_and_note():
     for name in list_archs():
         info = arch_info(name)
-        assert info.family in {"torchvision", "timm", "mmcls", "gluon", "mxnet", "caffe", "cifar"}
+        assert info.family in {"torchvision", "timm", "mmcls", "gluon", "gluoncv", "mxnet", "caffe", "cifar"}
         assert info.note

@@ -80,7 +80,8 @@ def test_caffe_gluoncv_and_timm_figures_match_published_md():
     for depth, g1, g5, t1, t5 in re.findall(r"ResNet-(\d+) v1b ([\d.]+) / ([\d.]+) \((?:timm port )?([\d.]+) / ([\d.]+)\)", " ".join(text.split())):
         gluon.add((f"resnet{depth}", 1, *acc(g1, g5)))
         timm.add((f"resnet{depth}", 1, *acc(t1, t5)))
-    assert len(gluon) == 3 and rows("gluoncv") == gluon and rows("timm-gluon") == timm
+    # (GluonCV's own names, resnet50_v1b etc., come from its ResNet.csv: tests/mxnet/test_gluoncv.py)
+    assert len(gluon) == 3 and {r for r in rows("gluoncv") if "_v1" not in r[0]} == gluon and rows("timm-gluon") == timm
     # the release protocol the seed describes
     seed = document("seeds/001_633d30ef107ebedc.txt")
     assert "shorter side=256" in seed and "10 224x224 crops" in seed
@@ -94,7 +95,7 @@ def test_table_is_well_formed():
     # the same network from several sources keeps each source's figures apart
     assert {r.source for r in weight_records("resnet50")} == {"mmcls", "gluoncv", "timm-gluon"}
     # every published row is one of the table's figures, and every figure is published
-    assert len(PUBLISHED) == sum(len(r.published) for r in WEIGHTS) == 35
+    assert len(PUBLISHED) == sum(len(r.published) for r in WEIGHTS) == 46
 
 
 def test_presets_keep_their_preprocessing():

@@ -12,12 +12,16 @@ cd "$(dirname "$0")/../.."
 
 VENV=.venv-peer
 PINS=(mxnet==1.9.1 numpy==1.23.5 graphviz==0.8.4 onnx==1.18.0 onnxruntime==1.32.0 protobuf==7.36.2)
+# GluonCV's model code (the referee of its ResNetV1b / CIFAR nets): installed --no-deps, since its package
+# dependencies (opencv, ...) are not needed to load gluoncv/model_zoo/resnetv1b.py and cifarresnet.py.
+GLUONCV_PIN=gluoncv==0.10.5.post0
 PYTHON=${PEER_PYTHON:-python3}
 
 check() {
     "$VENV/bin/python" - <<'PY' 2>/dev/null
 import importlib.metadata as md
-want = {"mxnet": "1.9.1", "numpy": "1.23.5", "onnx": "1.18.0", "onnxruntime": "1.32.0", "protobuf": "7.36.2"}
+want = {"mxnet": "1.9.1", "numpy": "1.23.5", "onnx": "1.18.0", "onnxruntime": "1.32.0", "protobuf": "7.36.2",
+        "gluoncv": "0.10.5.post0"}
 bad = {k: md.version(k) for k in want if md.version(k) != want[k]}
 raise SystemExit(1 if bad else 0)
 PY
@@ -32,5 +36,6 @@ echo "== peer env: creating $VENV with ${PINS[*]}"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet "${PINS[@]}"
+"$VENV/bin/python" -m pip install --quiet --no-deps "$GLUONCV_PIN"
 "$VENV/bin/python" -c "import mxnet, onnx, onnxruntime, numpy; print('== peer env: mxnet', mxnet.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__)"
 check || { echo "peer env: $VENV does not hold the pinned versions" >&2; exit 1; }

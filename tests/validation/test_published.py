@@ -65,7 +65,9 @@ def test_caffe_and_gluon_rows_match_published_md():
     for depth, g1, g5, t1, t5 in re.findall(r"ResNet-(\d+) v1b ([\d.]+) / ([\d.]+) \((?:timm port )?([\d.]+) / ([\d.]+)\)", " ".join(text.split())):
         gluon.add((f"resnet{depth}", 1, round(100 - float(g1), 6), round(100 - float(g5), 6)))
         timm.add((f"resnet{depth}", 1, round(100 - float(t1), 6), round(100 - float(t5), 6)))
-    assert as_rows("gluon-cv v1b") == gluon and as_rows("timm port of gluon v1b") == timm and len(gluon) == 3
+    # GluonCV's own names (resnet50_v1b, _v1c, _v1d) come from its ResNet.csv: tests/mxnet/test_gluoncv.py
+    gluoncv = {row for row in as_rows("gluon-cv v1b") if "_v1" not in row[0]}
+    assert gluoncv == gluon and as_rows("timm port of gluon v1b") == timm and len(gluon) == 3
 
 
 def test_every_row_names_a_registered_arch():
