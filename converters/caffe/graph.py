@@ -31,23 +31,25 @@ from resnet_port.errors import ConversionError
 
 @dataclass
 class ConvUnit:
-    """Convolution -> BatchNorm -> Scale -> (ReLU): one reference conv + bn pair."""
+    """Convolution -> BatchNorm -> (Scale) -> (Bias) -> (ReLU): one reference conv + bn pair."""
 
     conv: Node
     bn: Node
     scale: Node | None
     relu: Node | None
     out: str  # tensor id after the unit
+    bias: Node | None = None  # a Bias layer after a bias-less Scale (or after the BatchNorm)
 
 
 @dataclass
 class PreAct:
-    """BatchNorm -> (Scale) -> (ReLU) *before* a conv (v2's pre-activation, the final BN, the input BN)."""
+    """BatchNorm -> (Scale) -> (Bias) -> (ReLU) *before* a conv (v2's pre-activation, the final BN, the input BN)."""
 
     bn: Node
     scale: Node | None
     relu: Node | None
     out: str
+    bias: Node | None = None
 
 
 @dataclass
@@ -149,25 +151,15 @@ def _unit(flow: _Dataflow, conv: Node) -> ConvUnit:
         raise ConversionError(
             f"{where}: BatchNorm {bn.name!r} has {bn.attrs['channels']} channels, Convolution {conv.name!r} makes {conv.attrs['out']}"
         )
-    tid = flow.out(bn)
-    nxt = flow.sole_user(tid, bn)
-    scale = None
-    if nxt is not None and nxt.type == "Scale":
-        scale = nxt
-        if scale.attrs["channels"] != bn.attrs["channels"]:
-            raise ConversionError(
-                f"{where}: Scale {scale.name!r} has {scale.attrs['channels']} channels, BatchNorm {bn.name!r} {bn.attrs['channels']}"
-            )
-        tid = flow.out(scale)
-        users = flow.users(tid)
-        nxt = users[0] if len(users) == 1 else None
+    flow.sole_user(flow.out(bn), bn)
+    scale, bias, tid = _affine(flow, bn)
+    users = flow.users(tid)
+    nxt = users[0] if len(users) == 1 else None
     relu = None
     if nxt is not None and nxt.type == "ReLU":
-        if nxt.attrs["negative_slope"] != 0.0:
-            raise ConversionError(f"{where}: ReLU {nxt.name!r} has negative_slope {nxt.attrs['negative_slope']}; the reference ResNet uses 0")
-        relu = nxt
+        relu = _relu_ok(flow, nxt)
         tid = flow.out(relu)
-    return ConvUnit(conv, bn, scale, relu, tid)
+    return ConvUnit(conv, bn, scale, relu, tid, bias)
 
 
 def _path_to_eltwise(flow: _Dataflow, start: Node) -> tuple[list[ConvUnit], Node]:
@@ -247,26 +239,35 @@ def _relu_ok(flow: _Dataflow, node: Node) -> Node:
     return node
 
 
-def _preact(flow: _Dataflow, bn: Node) -> PreAct:
-    """BatchNorm -> (Scale) -> (ReLU) from ``bn``; the ReLU only when it is the Scale's sole reader."""
+def _affine(flow: _Dataflow, bn: Node) -> tuple[Node | None, Node | None, str]:
+    """The Scale and/or Bias layer after a BatchNorm (each taken when it is the sole reader of the
+    blob before it), and the blob after them.  A bias-less Scale + Bias is how some converters
+    write Scale(bias_term); a Bias alone is gamma 1 with a beta."""
     tid = flow.out(bn)
+    found: dict[str, Node] = {}
+    for kind in ("Scale", "Bias"):
+        users = flow.users(tid)
+        if len(users) == 1 and users[0].type == kind:
+            node = users[0]
+            if node.attrs["channels"] != bn.attrs["channels"]:
+                raise ConversionError(
+                    f"{flow.where}: {kind} {node.name!r} has {node.attrs['channels']} channels, BatchNorm {bn.name!r} {bn.attrs['channels']}"
+                )
+            found[kind] = node
+            tid = flow.out(node)
+    return found.get("Scale"), found.get("Bias"), tid
+
+
+def _preact(flow: _Dataflow, bn: Node) -> PreAct:
+    """BatchNorm -> (Scale) -> (Bias) -> (ReLU) from ``bn``; the ReLU only when it is the sole reader."""
+    scale, bias, tid = _affine(flow, bn)
     users = flow.users(tid)
     nxt = users[0] if len(users) == 1 else None
-    scale = None
-    if nxt is not None and nxt.type == "Scale":
-        scale = nxt
-        if scale.attrs["channels"] != bn.attrs["channels"]:
-            raise ConversionError(
-                f"{flow.where}: Scale {scale.name!r} has {scale.attrs['channels']} channels, BatchNorm {bn.name!r} {bn.attrs['channels']}"
-            )
-        tid = flow.out(scale)
-        users = flow.users(tid)
-        nxt = users[0] if len(users) == 1 else None
     relu = None
     if nxt is not None and nxt.type == "ReLU":
         relu = _relu_ok(flow, nxt)
         tid = flow.out(relu)
-    return PreAct(bn, scale, relu, tid)
+    return PreAct(bn, scale, relu, tid, bias)
 
 
 def _meets_sum_after_conv(flow: _Dataflow, start: Node) -> bool:
@@ -486,7 +487,7 @@ def weighted_nodes(graph: ResNetGraph) -> list[Node]:
     """Every layer of the walk that holds blobs (convs, BatchNorms, Scales, the classifier)."""
     out: list[Node] = []
     for unit in units(graph):
-        out.extend(n for n in (unit.conv, unit.bn, unit.scale) if n is not None)
+        out.extend(n for n in (unit.conv, unit.bn, unit.scale, unit.bias) if n is not None)
     pres = [graph.input_bn, graph.final_bn]
     for block in graph.blocks:
         if isinstance(block, PreActBlock):
@@ -496,7 +497,7 @@ def weighted_nodes(graph: ResNetGraph) -> list[Node]:
             pres.extend(block.pre)
     for pre in pres:
         if pre is not None:
-            out.extend(n for n in (pre.bn, pre.scale) if n is not None)
+            out.extend(n for n in (pre.bn, pre.scale, pre.bias) if n is not None)
     out.append(graph.fc)
     return out
 

@@ -55,12 +55,22 @@ def _conv(node: Node) -> Conv:
 
 
 def _bn(unit: ConvUnit | PreAct) -> BatchNorm:
-    bn, scale = unit.bn, unit.scale
+    bn, scale, bias = unit.bn, unit.scale, unit.bias
     layers = [SourceLayer(bn.name, bn.type)]
-    absent = "no Scale layer follows"
+    absent = "no Scale layer follows (its scale folded elsewhere)"
     if scale is not None:
         layers.append(SourceLayer(scale.name, scale.type))
         absent = f"{scale.name} has no bias_term"
+    beta = _tensor(scale, "bias") if scale is not None else None
+    if bias is not None:
+        layers.append(SourceLayer(bias.name, bias.type))
+        added = _tensor(bias, "bias")
+        # Scale(bias_term: false) + Bias = Scale(bias_term: true); a Scale with its own bias adds both.
+        beta = added if beta is None else SourceTensor(
+            (beta.array.astype(np.float32) + added.array.astype(np.float32)).astype(np.float32), f"{beta.ref} + {added.ref}"
+        )
+        if scale is None:
+            absent = f"no Scale layer between {bn.name} and {bias.name}"
     return BatchNorm(
         label=_label(bn),
         layers=layers,
@@ -68,7 +78,7 @@ def _bn(unit: ConvUnit | PreAct) -> BatchNorm:
         running_mean=_tensor(bn, "running_mean"),
         running_var=_tensor(bn, "running_var"),
         gamma=_tensor(scale, "weight") if scale is not None else None,
-        beta=_tensor(scale, "bias") if scale is not None else None,
+        beta=beta,
         statistics="caffe_scaled_sums",
         absent=absent,
     )
