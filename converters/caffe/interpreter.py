@@ -84,6 +84,17 @@ def run_scale(layer: Any, params: list[torch.Tensor], inputs: list[torch.Tensor]
     return [y]
 
 
+@register(FRAMEWORK, "Bias")
+def run_bias(layer: Any, params: list[torch.Tensor], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    # bias_layer.cpp: top = bottom + bias broadcast over the axes after axis .. axis + num_axes.
+    p = layer.bias_param
+    x = inputs[0]
+    axis = p.axis % x.dim()
+    bias = params[0] if len(inputs) == 1 else inputs[1]
+    shape = [1] * axis + list(bias.shape) + [1] * (x.dim() - axis - bias.dim())
+    return [x + bias.reshape(shape)]
+
+
 @register(FRAMEWORK, "ReLU")
 def run_relu(layer: Any, params: list[torch.Tensor], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     slope = float(layer.relu_param.negative_slope)

@@ -174,6 +174,22 @@ def scale(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     return node
 
 
+@register(FRAMEWORK, "Bias")
+def bias(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
+    """A learned per-channel bias (BiasLayer, one bottom): what a Scale's bias_term adds, written as
+    its own layer by some converters after a bias-less Scale."""
+    p = layer.bias_param
+    if len(layer.bottom) != 1:
+        raise ConversionError(f"{where}: layer {layer.name!r} adds a second input; only a learned Bias maps")
+    if p.axis != 1 or p.num_axes != 1:
+        raise ConversionError(f"{where}: layer {layer.name!r} has axis {p.axis}, num_axes {p.num_axes}; expected 1, 1 (per channel)")
+    _expect_blobs(layer, blobs, (1,), where)
+    channels = blobs[0].size
+    node = _node(layer, attrs={"channels": int(channels)}, consumed=[blob_id(layer.name, 0)])
+    _take(node, "bias", _blob(layer, blobs, 0, (channels,), where), blob_id(layer.name, 0))
+    return node
+
+
 @register(FRAMEWORK, "ReLU")
 def relu(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     _expect_blobs(layer, blobs, (0,), where)

@@ -3,13 +3,18 @@
 Caffe's conventions are stated here, once, on the skeleton's records: a BatchNorm layer holds only
 the statistics (stored as running sums with a scale-factor blob, divided out by `layers`) and its
 gamma/beta live in the Scale layer after it, so one skeleton BatchNorm is read from both layers;
-a BatchNorm with no Scale after it runs with gamma 1 and beta 0.  Everything the spec needs is then
-decided by `converters.build`.
+a BatchNorm with no Scale after it (its Scale folded elsewhere, or a net without one) runs with
+gamma 1 and beta 0.  A pre-activation block's BNs are the ones *before* its convs; the first block
+after the stem may have none (its input is the stem's ReLU output, >= 0): its bn1 is then the
+identity BN (mean 0, variance 1 - eps, gamma 1, beta 0), under which relu(bn1(x)) = x exactly as
+the graph computes.  Everything the spec needs is then decided by `converters.build`.
 """
 
 from __future__ import annotations
 
-from resnet_port.converters.caffe.graph import ConvUnit, ResNetGraph, units
+import numpy as np
+
+from resnet_port.converters.caffe.graph import ConvUnit, PreAct, PreActBlock, ResNetGraph, weighted_nodes
 from resnet_port.converters.caffe.layers import Node
 from resnet_port.converters.skeleton import (
     BatchNorm,
@@ -49,13 +54,23 @@ def _conv(node: Node) -> Conv:
     )
 
 
-def _bn(unit: ConvUnit) -> BatchNorm:
-    bn, scale = unit.bn, unit.scale
+def _bn(unit: ConvUnit | PreAct) -> BatchNorm:
+    bn, scale, bias = unit.bn, unit.scale, unit.bias
     layers = [SourceLayer(bn.name, bn.type)]
-    absent = "no Scale layer follows"
+    absent = "no Scale layer follows (its scale folded elsewhere)"
     if scale is not None:
         layers.append(SourceLayer(scale.name, scale.type))
         absent = f"{scale.name} has no bias_term"
+    beta = _tensor(scale, "bias") if scale is not None else None
+    if bias is not None:
+        layers.append(SourceLayer(bias.name, bias.type))
+        added = _tensor(bias, "bias")
+        # Scale(bias_term: false) + Bias = Scale(bias_term: true); a Scale with its own bias adds both.
+        beta = added if beta is None else SourceTensor(
+            (beta.array.astype(np.float32) + added.array.astype(np.float32)).astype(np.float32), f"{beta.ref} + {added.ref}"
+        )
+        if scale is None:
+            absent = f"no Scale layer between {bn.name} and {bias.name}"
     return BatchNorm(
         label=_label(bn),
         layers=layers,
@@ -63,9 +78,24 @@ def _bn(unit: ConvUnit) -> BatchNorm:
         running_mean=_tensor(bn, "running_mean"),
         running_var=_tensor(bn, "running_var"),
         gamma=_tensor(scale, "weight") if scale is not None else None,
-        beta=_tensor(scale, "bias") if scale is not None else None,
+        beta=beta,
         statistics="caffe_scaled_sums",
         absent=absent,
+    )
+
+
+def _identity_bn(conv: Node, channels: int) -> BatchNorm:
+    """bn1 of a pre-activation block whose first conv reads the stem's (non-negative) output directly."""
+    eps = 1e-5
+    var = np.float32(1.0 - eps)
+    why = f"{conv.name} reads the stem's ReLU output directly (no pre-activation in the graph): identity BN"
+    return BatchNorm(
+        label=f"the missing pre-activation of layer {conv.name!r}",
+        layers=[],
+        eps=eps,
+        running_mean=SourceTensor(np.zeros(channels, np.float32), f"zeros ({why})"),
+        running_var=SourceTensor(np.full(channels, var, np.float32), f"1 - eps ({why})"),
+        absent=why,
     )
 
 
@@ -93,31 +123,61 @@ def _check_in_channels(unit: ConvUnit, channels: int, where: str) -> None:
         )
 
 
+def _v1_block(block, cin: int, where: str) -> tuple[Block, int]:
+    feeding = cin
+    for unit in block.body:
+        _check_in_channels(unit, feeding, where)
+        feeding = unit.conv.attrs["out"]
+    shortcut = Shortcut()
+    if block.shortcut is not None:
+        _check_in_channels(block.shortcut, cin, where)
+        conv = _conv(block.shortcut.conv)
+        shortcut = Shortcut("conv", conv, _bn(block.shortcut), conv.stride[0])
+    body = [ConvBN(_conv(u.conv), _bn(u)) for u in block.body]
+    return Block(label=f"block ending at {block.eltwise.name!r}", residual="v1", body=body, shortcut=shortcut), feeding
+
+
+def _v2_block(block: PreActBlock, cin: int, where: str) -> tuple[Block, int]:
+    feeding = cin
+    body = []
+    for pre, conv in zip(block.pre, block.body):
+        _check_conv_in(conv, feeding, where)
+        bn = _bn(pre) if pre is not None else _identity_bn(conv, feeding)
+        body.append(ConvBN(_conv(conv), bn))
+        feeding = conv.attrs["out"]
+    shortcut = Shortcut()
+    if block.shortcut is not None:
+        _check_conv_in(block.shortcut, cin, where)
+        conv = _conv(block.shortcut)
+        shortcut = Shortcut("conv", conv, None, conv.stride[0])
+    return Block(label=f"block ending at {block.eltwise.name!r}", residual="v2", body=body, shortcut=shortcut), feeding
+
+
+def _check_conv_in(conv: Node, channels: int, where: str) -> None:
+    weight = conv.tensors["weight"]
+    if weight.shape[1] * conv.attrs["group"] != channels:
+        raise ConversionError(
+            f"{where}: layer {conv.name!r} blob 0 has shape {list(weight.shape)}: {weight.shape[1]} input channels, "
+            f"but its input has {channels}"
+        )
+
+
 def to_skeleton(graph: ResNetGraph, where: str) -> Skeleton:
     """The walk's stem, blocks and head as skeleton records; the dataflow's channels checked."""
     cin = graph.stem.conv.attrs["out"]
     blocks = []
     for block in graph.blocks:
-        feeding = cin
-        for unit in block.body:
-            _check_in_channels(unit, feeding, where)
-            feeding = unit.conv.attrs["out"]
-        shortcut = Shortcut()
-        if block.shortcut is not None:
-            _check_in_channels(block.shortcut, cin, where)
-            conv = _conv(block.shortcut.conv)
-            shortcut = Shortcut("conv", conv, _bn(block.shortcut), conv.stride[0])
-        blocks.append(
-            Block(
-                label=f"block ending at {block.eltwise.name!r}",
-                residual="v1",
-                body=[ConvBN(_conv(u.conv), _bn(u)) for u in block.body],
-                shortcut=shortcut,
-            )
-        )
-        cin = feeding
+        made, cin = (_v2_block if isinstance(block, PreActBlock) else _v1_block)(block, cin, where)
+        blocks.append(made)
     fc = graph.fc
     if fc.attrs["in"] != cin:
+        if cin and fc.attrs["in"] % cin == 0 and fc.attrs["in"] > cin:
+            positions = fc.attrs["in"] // cin
+            raise ConversionError(
+                f"{where}: classifier {fc.name!r} takes {fc.attrs['in']} inputs = {cin} channels x {positions} positions: "
+                f"{graph.head_pool.name!r} leaves a spatial map that the InnerProduct reads position by position, which "
+                "the reference ResNet's classifier (one weight per pooled channel) cannot hold; not converted"
+            )
         raise ConversionError(f"{where}: classifier {fc.name!r} takes {fc.attrs['in']} inputs, the last block makes {cin} channels")
     return Skeleton(
         where=where,
@@ -126,16 +186,16 @@ def to_skeleton(graph: ResNetGraph, where: str) -> Skeleton:
         blocks=blocks,
         head_pool=_pool(graph.head_pool),
         classifier=Linear(_label(fc), SourceLayer(fc.name, fc.type), _tensor(fc, "weight"), _tensor(fc, "bias")),
+        input_bn=_bn(graph.input_bn) if graph.input_bn is not None else None,
+        final_bn=_bn(graph.final_bn) if graph.final_bn is not None else None,
     )
 
 
 def consumed(graph: ResNetGraph) -> set[str]:
     """Every ``layer.blobs[i]`` the walk's layers account for."""
-    out: set[str] = set(graph.fc.consumed)
-    for unit in units(graph):
-        for node in (unit.conv, unit.bn, unit.scale):
-            if node is not None:
-                out.update(node.consumed)
+    out: set[str] = set()
+    for node in weighted_nodes(graph):
+        out.update(node.consumed)
     return out
 
 
@@ -144,8 +204,13 @@ def blob_modules(graph: ResNetGraph, block_names: list[str]) -> dict[str, str]:
     out = {graph.stem.relu.tops[0] if graph.stem.relu else graph.stem.conv.tops[0]: "relu(bn1(conv1))"}
     if graph.stem_pool is not None:
         out[graph.stem_pool.tops[0]] = "maxpool"
+    # A v2 block's sum may be overwritten in place by the next pre-activation (when nothing else reads it).
+    rewritten = {p.bn.tops[0] for p in [graph.final_bn, *(q for b in graph.blocks if isinstance(b, PreActBlock) for q in b.pre)]
+                 if p is not None and p.bn.tops[0] in p.bn.bottoms}
     for block, name in zip(graph.blocks, block_names):
-        out[block.relu.tops[0]] = name
+        top = (block.eltwise if isinstance(block, PreActBlock) else block.relu).tops[0]
+        if top not in rewritten:
+            out[top] = name
     out[graph.head_pool.tops[0]] = "avgpool"
     out[graph.fc.tops[0]] = "fc"
     return out
