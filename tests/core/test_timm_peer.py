@@ -12,9 +12,7 @@ run short.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 
 import pytest
 import torch
@@ -22,6 +20,7 @@ import torch
 from resnet_port.checkpoints import load_model
 from resnet_port.checkpoints.plain import normalise_names, unsupported_feature
 from resnet_port.errors import CheckpointError
+from tests.peers.python_peers import import_timm
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -53,20 +52,7 @@ def feature_of(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def timm():
-    tv, tm = os.environ.get("RESNET_PORT_TORCHVISION_PATH"), os.environ.get("RESNET_PORT_TIMM_PATH")
-    if not tv or not tm:
-        pytest.skip("RESNET_PORT_TORCHVISION_PATH and RESNET_PORT_TIMM_PATH are not both set (timm needs torchvision)")
-    sys.path.insert(0, tv)
-    sys.path.insert(1, tm)
-    try:
-        library = torch.library.Library("torchvision", "DEF")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    except RuntimeError:
-        pass  # already defined in this process
-    import timm
-
-    return timm
+    return import_timm()
 
 
 def timm_names(timm) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from resnet_port.errors import InputError
 from resnet_port.validation.cli import main
 from resnet_port.validation.protocols import PROTOCOLS, resolve_geometry
 from resnet_port.validation.transforms import CropTransform
+from tests.peers.python_peers import import_timm
 
 from .conftest import FOLDER_FILES, ref_center_crop, ref_crops, ref_resize, ref_ten_crop, tiny_metadata, tiny_model
 
@@ -175,20 +175,7 @@ def test_timm_preset_by_independent_computation(imagefolder, crop, crop_pct):
 @pytest.fixture(scope="module")
 def timm_peer():
     """timm's data package beside the torchvision peer (PEERS.md): both paths must be set."""
-    tv, tm = os.environ.get("RESNET_PORT_TORCHVISION_PATH"), os.environ.get("RESNET_PORT_TIMM_PATH")
-    if not tv or not tm:
-        pytest.skip("RESNET_PORT_TORCHVISION_PATH and RESNET_PORT_TIMM_PATH are not both set (timm needs torchvision)")
-    import torch
-
-    sys.path.insert(0, tv)
-    sys.path.insert(1, tm)
-    try:
-        library = torch.library.Library("torchvision", "DEF")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    except RuntimeError:
-        pass  # already defined in this process
-    import timm
+    timm = import_timm()
     from timm.data import create_transform, resolve_data_config
 
     return timm, create_transform, resolve_data_config

@@ -10,8 +10,6 @@ no pixel different).
 
 from __future__ import annotations
 
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -22,24 +20,14 @@ from resnet_port.validation.decode import decode_image
 from resnet_port.validation.transforms import CropTransform
 
 from .conftest import FOLDER_FILES
+from tests.peers.python_peers import import_torchvision
 
 pytestmark = pytest.mark.peer
 
 
 @pytest.fixture(scope="module")
 def tv_transforms():
-    path = os.environ.get("RESNET_PORT_TORCHVISION_PATH")
-    if not path:
-        pytest.skip("RESNET_PORT_TORCHVISION_PATH is not set (torchvision cannot share this torch)")
-    import torch
-
-    sys.path.insert(0, path)
-    try:
-        library = torch.library.Library("torchvision", "DEF")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    except RuntimeError:
-        pass  # already defined in this process
+    import_torchvision()
     from torchvision import transforms
 
     return transforms
