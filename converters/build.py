@@ -15,7 +15,10 @@ The rules (each checked by tests/converters/test_build.py on hand-made skeletons
 - **Stem.**  One 7x7/2 pad-3 conv (``"7x7"``), one 3x3/1 pad-1 conv (``"3x3"``), or three 3x3 convs,
   the first strided, of widths w/2, w/2, w or any other (``"deep"``; ``stem_widths`` keeps the first
   two when they are not w/2: timm's tiered 24-32-64).  Stem pool: 3x3/2 pad 1 floor max pool
-  (``"max"``), 3x3/2 pad 0 ceil (``"max_ceil"``), or none.
+  (``"max"``), 3x3/2 pad 0 ceil (``"max_ceil"``), or none.  A one-conv stem's BN-ReLU may be a BN
+  alone (``stem_relu`` False) or absent (``stem_norm`` ``"bn"`` / ``"none"``); the deep stem's may not.
+- **v2 projections** read the pre-activated input, or every one of them the raw block input
+  (``v2_shortcut_input``); a mix is refused naming the block.
 - **BatchNorm eps.**  ``bn_eps`` is the most common eps over every BN (input, stem, blocks, final);
   on a tie the smallest value wins.  Every BN whose eps differs is named in ``bn_eps_overrides``.
 - **Conv biases.**  A role (stem, conv1, conv2, conv3, downsample) carries a bias when any conv of
@@ -137,6 +140,31 @@ class _Checker:
         return bn
 
 
+def _stem_norm(check: _Checker, skeleton: Skeleton, kind: str) -> str:
+    """What follows a one-conv stem: BN-ReLU, BN alone, or nothing (ResNetSpec.stem_norm)."""
+    last = skeleton.stem[-1]
+    if last.bn is None:
+        if kind == "deep" or skeleton.stem_relu:
+            raise check.fail(last.conv.label, "has no BatchNorm after it; only a one-conv stem without a ReLU may lack one")
+        return "none"
+    if not skeleton.stem_relu:
+        if kind == "deep":
+            raise check.fail(last.bn.label, "ends the deep stem without a ReLU; the deep stem ends with BN-ReLU")
+        return "bn"
+    return "bn_relu"
+
+
+def _v2_shortcut_input(check: _Checker, skeleton: Skeleton, residual: str) -> str:
+    """What every v2 projection reads: the pre-activated input, or the raw block input; all alike."""
+    reads = {b.shortcut.reads for b in skeleton.blocks if b.shortcut.conv is not None}
+    if residual != "v2" or not reads:
+        return "preactivated"
+    if len(reads) > 1:
+        odd = next(b for b in skeleton.blocks if b.shortcut.conv is not None and b.shortcut.reads == "block_input")
+        raise check.fail(odd.label, "projects its raw input while other blocks project the pre-activated one")
+    return reads.pop()
+
+
 def _stem(check: _Checker, skeleton: Skeleton) -> tuple[str, int]:
     """(stem kind, stem output width); the deep stem's first two widths are `_stem_widths`."""
     convs = [unit.conv for unit in skeleton.stem]
@@ -162,7 +190,8 @@ def _stem(check: _Checker, skeleton: Skeleton) -> tuple[str, int]:
     channels = first.in_channels
     for unit in skeleton.stem:
         check.feeds(unit.conv, channels)
-        check.bn(unit.bn, unit.conv.out_channels, "after the stem conv", unit.conv.label)
+        if unit.bn is not None or unit is not skeleton.stem[-1]:  # a bare last conv: see _stem_norm
+            check.bn(unit.bn, unit.conv.out_channels, "after the stem conv", unit.conv.label)
         channels = unit.conv.out_channels
     return kind, channels
 
@@ -513,9 +542,11 @@ def build(skeleton: Skeleton, report: ConversionReport, arch: str | None = None)
     """
     check = _Checker(skeleton)
     stem_kind, stem_width = _stem(check, skeleton)
+    stem_norm = _stem_norm(check, skeleton, stem_kind)
     stem_pool = _stem_pool(check, skeleton.stem_pool)
     split = stages(skeleton)
     facts = _blocks(check, skeleton, split, stem_width)
+    v2_shortcut_input = _v2_shortcut_input(check, skeleton, facts.residual)
     last = split[-1][-1].out_channels
     if facts.residual == "v2":
         check.bn(skeleton.final_bn, last, "before the head (v2's final BN)", split[-1][-1].label)
@@ -552,7 +583,8 @@ def build(skeleton: Skeleton, report: ConversionReport, arch: str | None = None)
         input_kind_fixed = "affine_free"
     for (conv_name, bn_name), unit in zip(_stem_names(len(skeleton.stem)), skeleton.stem):
         fill.conv(conv_name, unit.conv, "stem" in conv_bias)
-        fill.bn(bn_name, unit.bn)
+        if unit.bn is not None:
+            fill.bn(bn_name, unit.bn)
     if signs is not None and np.any(signs < 0):
         first = _stem_names(len(skeleton.stem))[0][0] + ".weight"
         sign = torch.from_numpy(signs.astype(np.float32)).view(1, -1, 1, 1)
@@ -601,8 +633,10 @@ def build(skeleton: Skeleton, report: ConversionReport, arch: str | None = None)
                     stem=stem_kind,
                     stem_width=stem_width,
                     stem_widths=_stem_widths(skeleton, stem_kind),
+                    stem_norm=stem_norm,
                     stem_pool=stem_pool,
                     shortcut=facts.shortcut,
+                    v2_shortcut_input=v2_shortcut_input,
                     projection=projection,
                     widths=facts.widths,
                     base_width=facts.base_width,

@@ -143,6 +143,9 @@ class Shortcut:
     conv: Conv | None = None
     bn: BatchNorm | None = None
     stride: int = 1
+    # v2 only: the conv reads the pre-activated input ("preactivated") or, in GluonCV's CIFAR V2
+    # blocks, the raw block input ("block_input").
+    reads: str = "preactivated"
 
 
 @dataclass
@@ -201,8 +204,9 @@ class Skeleton:
 
     ``where`` names the source in errors (a path, or ``"x.params with x-symbol.json"``).
     ``stem`` holds one conv (7x7/2 or 3x3/1) or three (the deep stem: 3x3/2, 3x3, 3x3), each with
-    the BN after it.  ``stem_pool`` None: no pool after the stem.  ``final_bn``: v2's BN-ReLU
-    before the head pool.
+    the BN after it; a one-conv stem may have no BN (``bn`` None: Gluon's thumbnail and GluonCV's
+    CIFAR V2 nets).  ``stem_relu`` False: no ReLU after the stem's BN (GluonCV's CIFAR V1).
+    ``stem_pool`` None: no pool after the stem.  ``final_bn``: v2's BN-ReLU before the head pool.
     """
 
     where: str
@@ -213,6 +217,7 @@ class Skeleton:
     input_bn: BatchNorm | None = None
     stem_pool: Pool | None = None
     final_bn: BatchNorm | None = None
+    stem_relu: bool = True
 
     @property
     def in_channels(self) -> int:

@@ -86,6 +86,7 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.pre_act = spec.residual == "v2"
+        self.shortcut_reads_input = spec.v2_shortcut_input == "block_input"
         bias = spec.conv_bias
         self.bn1 = norm(cin if self.pre_act else planes)
         self.conv1 = _conv(cin, planes, 3, stride, bias="conv1" in bias)
@@ -99,7 +100,8 @@ class BasicBlock(nn.Module):
             shortcut = x
             x = self.relu(self.bn1(x))
             if self.downsample is not None:
-                shortcut = self.downsample(x)  # v2: the projection sees the pre-activated input
+                # v2: the projection sees the pre-activated input (GluonCV CIFAR: the raw one)
+                shortcut = self.downsample(shortcut if self.shortcut_reads_input else x)
             x = self.conv1(x)
             x = self.conv2(self.relu(self.bn2(x)))
             return x + shortcut
@@ -125,6 +127,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         self.pre_act = spec.residual == "v2"
+        self.shortcut_reads_input = spec.v2_shortcut_input == "block_input"
         width = int(planes * (spec.base_width / 64.0))
         out = planes * self.expansion
         bias = spec.conv_bias
@@ -153,7 +156,7 @@ class Bottleneck(nn.Module):
             shortcut = x
             x = self.relu(self.bn1(x))
             if self.downsample is not None:
-                shortcut = self.downsample(x)
+                shortcut = self.downsample(shortcut if self.shortcut_reads_input else x)
             x = self.conv1(x)
             x = self.conv2(self.relu(self.bn2(x)))
             x = self.conv3(self.relu(self.bn3(x)))
@@ -201,8 +204,10 @@ class ResNet(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Conv2d(second, spec.stem_width, 3, 1, 1, bias=stem_bias),
             )
-        self.bn1 = norm(spec.stem_width)
+        if spec.stem_norm != "none":
+            self.bn1 = norm(spec.stem_width)
         self.relu = nn.ReLU(inplace=True)
+        self.stem_relu = spec.stem_norm == "bn_relu"
         if spec.stem_pool == "max":
             self.maxpool = nn.MaxPool2d(3, 2, padding=1)
         elif spec.stem_pool == "max_ceil":
@@ -275,7 +280,12 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "data_bn"):
             x = self.data_bn(x)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.conv1(x)
+        if hasattr(self, "bn1"):
+            x = self.bn1(x)
+        if self.stem_relu:
+            x = self.relu(x)
+        x = self.maxpool(x)
         for index in range(len(self.spec.layers)):
             x = getattr(self, f"layer{index + 1}")(x)
         if hasattr(self, "final_bn"):

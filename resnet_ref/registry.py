@@ -21,7 +21,8 @@ from resnet_port.resnet_ref.spec import BASIC_LAYERS, BOTTLENECK_LAYERS, ResNetS
 
 @dataclass(frozen=True)
 class ArchInfo:
-    """A registered architecture: its spec (with 1000 classes), where it comes from, and why it differs."""
+    """A registered architecture: its spec (1000 classes; 10 for the CIFAR-10 nets), where it comes from, and
+    why it differs."""
 
     name: str
     spec: ResNetSpec
@@ -123,6 +124,25 @@ for _d in (50, 101, 152):
         + (", conv1 with bias" if _d == 50 else ""),
     )
 
+for _d in (20, 56, 110):
+    # GluonCV's CIFAR-10 ResNets (gluoncv/model_zoo/cifarresnet.py): basic blocks, (d - 2) / 6 per stage,
+    # widths 16-32-64 after a 3x3/1 stem of 16.  V1's stem is conv-BN with no ReLU; V2 starts with an
+    # affine-free input BN and a bare conv, and its projections read the raw block input.
+    _n = (_d - 2) // 6
+    _cifar = dict(block="basic", layers=(_n,) * 3, widths=(16, 32, 64), stem="3x3", stem_width=16, stem_pool="none",
+                  num_classes=10)
+    register_arch(
+        f"cifar_resnet{_d}_v1", ResNetSpec(**_cifar, stride_in="1x1", stem_norm="bn"), "gluoncv",
+        "GluonCV CIFARResNetV1: 3x3/1 stem of 16 with BN and no ReLU, widths 16-32-64, 10 classes",
+    )
+    register_arch(
+        f"cifar_resnet{_d}_v2",
+        ResNetSpec(**_cifar, residual="v2", input_bn="affine_free", stem_norm="none", v2_shortcut_input="block_input"),
+        "gluoncv",
+        "GluonCV CIFARResNetV2: affine-free input BN, bare 3x3/1 stem conv, projections of the raw block input, "
+        "widths 16-32-64, 10 classes",
+    )
+
 for _d in (18, 34, 50, 101, 152):
     register_arch(f"cifar_resnet{_d}", _standard(_d, stem="3x3", stem_pool="none"), "cifar", "3x3/1 stem, no max pool (mmcls ResNet_CIFAR)")
 
@@ -175,13 +195,14 @@ def arch_info(name: str) -> ArchInfo:
         raise SpecError(f"unknown architecture {name!r}{hint}") from None
 
 
-def get_spec(name: str, num_classes: int = 1000) -> ResNetSpec:
+def get_spec(name: str, num_classes: int | None = None) -> ResNetSpec:
+    """The registered spec; ``num_classes`` None keeps its own (1000, or 10 for GluonCV's CIFAR nets)."""
     spec = arch_info(name).spec
-    return spec if num_classes == spec.num_classes else spec.replace(num_classes=num_classes)
+    return spec if num_classes in (None, spec.num_classes) else spec.replace(num_classes=num_classes)
 
 
-def create_model(name: str, num_classes: int = 1000) -> nn.Module:
-    """Build a registered architecture with freshly initialised weights."""
+def create_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """Build a registered architecture with freshly initialised weights (``num_classes`` as `get_spec`)."""
     return ResNet(get_spec(name, num_classes))
 
 

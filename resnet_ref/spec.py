@@ -19,8 +19,10 @@ BLOCKS = ("basic", "bottleneck")
 RESIDUALS = ("v1", "v2")
 STRIDE_IN = ("1x1", "3x3")
 STEMS = ("7x7", "deep", "3x3")
+STEM_NORMS = ("bn_relu", "bn", "none")
 STEM_POOLS = ("max", "max_ceil", "none")
 SHORTCUTS = ("conv", "avgpool_conv")
+V2_SHORTCUT_INPUTS = ("preactivated", "block_input")
 PROJECTIONS = ("when_needed", "first_of_stage")
 INPUT_BNS = ("none", "affine_free", "fixed_gamma")
 HEAD_POOLS = ("global", "fixed")
@@ -43,11 +45,20 @@ class ResNetSpec:
       Basic blocks always stride in their first 3x3.
     - ``stem``: ``"7x7"`` (7x7/2 conv), ``"deep"`` (three 3x3 convs, the first strided: mmcls
       V1c/V1d, timm ``*d``), ``"3x3"`` (one 3x3/1 conv: the CIFAR ResNets).
+    - ``stem_norm``: what follows a one-conv stem: ``"bn_relu"`` (every ImageNet ResNet), ``"bn"``
+      (BN and no ReLU: GluonCV's CIFARResNetV1, whose first block then adds the un-rectified map
+      to its body) or ``"none"`` (the bare conv: GluonCV's CIFARResNetV2 and Gluon's
+      ``thumbnail=True`` nets; in v2 the first block's BN-ReLU follows).  The deep stem always
+      ends with BN-ReLU.
     - ``stem_pool``: ``"max"`` 3x3/2 padding 1 floor rounding (torchvision, Gluon, MXNet);
       ``"max_ceil"`` 3x3/2 padding 0 ceil rounding (Caffe: 112 -> 56, where floor gives 55);
       ``"none"`` (CIFAR).
     - ``shortcut``: ``"conv"`` 1x1 strided conv (+ BN in v1); ``"avgpool_conv"`` average pool then
       1x1 conv + BN (V1d "avg down").
+    - ``v2_shortcut_input``: what a v2 projection reads: ``"preactivated"``, the block's input after
+      its BN-ReLU (He et al. 2016, Gluon's model zoo, MXNet's symbolic nets), or ``"block_input"``,
+      the raw block input (GluonCV's CIFARBasicBlockV2: ``residual = x`` before ``bn1``).  v1 nets
+      keep the default.
     - ``projection``: ``"when_needed"`` a projection only where the shape changes (torchvision,
       Gluon); ``"first_of_stage"`` a projection on the first block of every stage, even where an
       identity would fit (MXNet's symbolic ResNet, visible on basic-block stage 1).
@@ -81,8 +92,10 @@ class ResNetSpec:
     stem: str = "7x7"
     stem_width: int = 64
     stem_widths: tuple[int, ...] = ()
+    stem_norm: str = "bn_relu"
     stem_pool: str = "max"
     shortcut: str = "conv"
+    v2_shortcut_input: str = "preactivated"
     projection: str = "when_needed"
     widths: tuple[int, ...] = (64, 128, 256, 512)
     base_width: int = 64
@@ -119,8 +132,10 @@ class ResNetSpec:
             "residual": RESIDUALS,
             "stride_in": STRIDE_IN,
             "stem": STEMS,
+            "stem_norm": STEM_NORMS,
             "stem_pool": STEM_POOLS,
             "shortcut": SHORTCUTS,
+            "v2_shortcut_input": V2_SHORTCUT_INPUTS,
             "projection": PROJECTIONS,
             "input_bn": INPUT_BNS,
             "head_pool": HEAD_POOLS,
@@ -152,6 +167,12 @@ class ResNetSpec:
             raise SpecError(f"ResNetSpec.stem_width must be even for the deep stem, got {self.stem_width}")
         if not self.bn_eps > 0 or any(not eps > 0 for _, eps in self.bn_eps_overrides):
             raise SpecError(f"ResNetSpec.bn_eps and bn_eps_overrides must be positive, got {self.bn_eps} and {self.bn_eps_overrides}")
+        if self.stem == "deep" and self.stem_norm != "bn_relu":
+            raise SpecError(f"ResNetSpec.stem_norm={self.stem_norm!r} needs a one-conv stem; the deep stem ends with BN-ReLU")
+        if self.v2_shortcut_input != "preactivated" and self.residual != "v2":
+            raise SpecError(
+                f"ResNetSpec.v2_shortcut_input={self.v2_shortcut_input!r} is only defined for residual='v2'"
+            )
         if self.shortcut == "avgpool_conv" and self.residual == "v2":
             raise SpecError("ResNetSpec.shortcut='avgpool_conv' is only defined for residual='v1'")
 

@@ -147,8 +147,12 @@ def _bn(b: BatchNorm, x: torch.Tensor) -> torch.Tensor:
 def skeleton_forward(s: Skeleton, x: torch.Tensor) -> torch.Tensor:
     if s.input_bn is not None:
         x = _bn(s.input_bn, x)
-    for unit in s.stem:
-        x = F.relu(_bn(unit.bn, _conv(unit.conv, x)))
+    for i, unit in enumerate(s.stem):
+        x = _conv(unit.conv, x)
+        if unit.bn is not None:
+            x = _bn(unit.bn, x)
+        if s.stem_relu or i < len(s.stem) - 1:
+            x = F.relu(x)
     if s.stem_pool is not None:
         p = s.stem_pool
         x = F.max_pool2d(x, p.kernel, p.stride, p.pad[0], ceil_mode=p.ceil)
@@ -168,7 +172,7 @@ def skeleton_forward(s: Skeleton, x: torch.Tensor) -> torch.Tensor:
             x = F.relu(out + short)
         else:
             pre = F.relu(_bn(block.body[0].bn, x))
-            short = x if sc.kind == "identity" else _conv(sc.conv, pre)
+            short = x if sc.kind == "identity" else _conv(sc.conv, x if sc.reads == "block_input" else pre)
             out = _conv(block.body[0].conv, pre)
             for unit in block.body[1:]:
                 out = _conv(unit.conv, F.relu(_bn(unit.bn, out)))
@@ -367,3 +371,64 @@ def test_misfits_are_refused_naming_the_layer(edit, fragment):
     with pytest.raises(ConversionError) as info:
         run(skeleton)
     assert str(info.value).startswith("hand.net: ") and fragment in str(info.value), str(info.value)
+
+
+# -- stems without BN-ReLU and v2 projections of the raw input (GluonCV's CIFAR nets) ----------------
+
+
+def _cifar_like(residual: str, stem_norm: str, reads: str = "preactivated", seed: int = 3) -> Skeleton:
+    m = Maker(seed)
+    skel = m.skeleton(residual=residual, stem="3x3", layers=(2, 2, 1), widths=(4, 8, 16))
+    if residual == "v2":
+        skel.input_bn = m.bn(3)
+    unit = skel.stem[0]
+    if stem_norm == "none":
+        skel.stem = [ConvBN(unit.conv, None)]
+    skel.stem_relu = stem_norm == "bn_relu"
+    for block in skel.blocks:
+        block.shortcut.reads = reads
+    return skel
+
+
+@pytest.mark.parametrize(
+    "residual, stem_norm, reads",
+    [("v1", "bn", "preactivated"), ("v1", "none", "preactivated"), ("v2", "none", "block_input"),
+     ("v2", "none", "preactivated"), ("v2", "bn", "block_input")],
+)
+def test_stem_norm_and_v2_shortcut_input_are_read_and_built(residual, stem_norm, reads):
+    skel = _cifar_like(residual, stem_norm, reads)
+    built = run(skel)
+    assert built.spec.stem_norm == stem_norm
+    assert built.spec.v2_shortcut_input == (reads if residual == "v2" else "preactivated")
+    assert ("bn1.running_mean" in built.state_dict) == (stem_norm != "none")
+    assert_same_network(skel, built)
+
+
+@pytest.mark.parametrize("field, wrong", [("stem_norm", "bn_relu"), ("v2_shortcut_input", "preactivated")])
+def test_ignoring_the_new_fields_changes_the_network(field, wrong):
+    """The reference model must honour each field: built with the default instead, the output differs."""
+    skel = _cifar_like("v2", "bn", "block_input") if field == "v2_shortcut_input" else _cifar_like("v1", "bn")
+    built = run(skel)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 16, 16)))
+    wrong_built = dataclasses.replace(built, spec=built.spec.replace(**{field: wrong}))
+    assert not torch.allclose(built_forward(built, x), built_forward(wrong_built, x), atol=1e-4)
+    assert torch.allclose(skeleton_forward(skel, x), built_forward(built, x), rtol=1e-5, atol=1e-4)
+
+
+def test_a_deep_stem_without_relu_or_bn_is_refused():
+    skel = Maker(0).skeleton(stem="deep", stem_width=8)
+    skel.stem_relu = False
+    with pytest.raises(ConversionError, match="deep stem ends with BN-ReLU"):
+        run(skel)
+    skel = Maker(0).skeleton()
+    skel.stem = [ConvBN(skel.stem[0].conv, None)]
+    with pytest.raises(ConversionError, match="no BatchNorm after it"):
+        run(skel)
+
+
+def test_mixed_v2_projection_inputs_are_refused():
+    skel = _cifar_like("v2", "none", "preactivated")
+    projecting = [b for b in skel.blocks if b.shortcut.conv is not None]
+    projecting[-1].shortcut.reads = "block_input"
+    with pytest.raises(ConversionError, match="projects its raw input"):
+        run(skel)

@@ -58,7 +58,9 @@ def test_presets_differ_where_their_sources_differ():
         ("stride_in", "7x7"),
         ("stem", "huge"),
         ("stem_pool", "avg"),
+        ("stem_norm", "relu"),
         ("shortcut", "none"),
+        ("v2_shortcut_input", "pooled"),
         ("input_bn", "yes"),
         ("head_pool", "max"),
         ("conv_bias", ("fc",)),
@@ -98,3 +100,17 @@ def test_arch_info_has_a_family_and_note():
         info = arch_info(name)
         assert info.family in {"torchvision", "timm", "mmcls", "gluon", "gluoncv", "mxnet", "caffe", "cifar"}
         assert info.note
+
+
+def test_stem_norm_and_v2_shortcut_input_combinations():
+    """The deep stem always ends with BN-ReLU; only v2 nets project the raw block input.  A spec saved
+    before these fields existed reads back with the old behaviour (the defaults)."""
+    with pytest.raises(SpecError, match="stem_norm"):
+        get_spec("resnet50_v1c").replace(stem_norm="bn")
+    with pytest.raises(SpecError, match="v2_shortcut_input"):
+        get_spec("resnet50").replace(v2_shortcut_input="block_input")
+    old = get_spec("resnet50_v2").to_dict()
+    del old["stem_norm"], old["v2_shortcut_input"]
+    assert ResNetSpec.from_dict(old) == get_spec("resnet50_v2")
+    assert "bn1.running_mean" not in build_model(get_spec("cifar_resnet20_v2")).state_dict()
+    assert get_spec("cifar_resnet20_v1").num_classes == 10 and get_spec("cifar_resnet20_v1", 100).num_classes == 100
