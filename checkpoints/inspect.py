@@ -56,7 +56,9 @@ def format_summary(info: dict[str, Any]) -> str:
         f"sha256        {info['file_sha256']}",
         f"arch          {info['arch'] or '(custom spec)'}",
         f"block         {spec['block']} {spec['layers']}  residual {spec['residual']}  stride in {spec['stride_in']}",
-        f"stem          {spec['stem']} {_stem_widths(spec)} (then {spec.get('stem_norm', 'bn_relu')}, pool {spec['stem_pool']}, "
+        f"stem          {spec['stem']} {_stem_widths(spec)} ("
+        + ("" if spec.get("stem_norm", "bn_relu") == "bn_relu" else f"then {spec['stem_norm'].replace('none', 'no BN')}, ")
+        + f"pool {spec['stem_pool']}, "
         f"input BN {spec['input_bn']})  head pool {spec['head_pool']}  shortcut {spec['shortcut']}"
         + (f" of the {spec['v2_shortcut_input'].replace('_', ' ')}" if spec.get("v2_shortcut_input", "preactivated") != "preactivated" else ""),
         f"BN eps        {spec['bn_eps']}" + (f" (+{len(spec['bn_eps_overrides'])} overrides)" if spec["bn_eps_overrides"] else ""),

@@ -29,6 +29,9 @@ from resnet_port.errors import CheckpointError
 CAFFE_BGR_MEAN_VALUES = (104.0, 117.0, 123.0)
 CIFAR_MEAN = (125.307, 122.961, 113.8575)
 CIFAR_STD = (51.5865, 50.847, 51.255)
+# gluon-cv's CIFAR-10 training and evaluation transforms (0-1 RGB).
+GLUONCV_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+GLUONCV_CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 
 def _imagenet_rgb() -> Preprocessing:
@@ -73,6 +76,9 @@ SOURCES: dict[str, WeightSource] = {
                      "KaimingHe/deep-residual-networks README; seeds/001_633d30ef107ebedc.txt, reference/PUBLISHED.md",
                      lambda: Preprocessing("BGR", 255.0, CAFFE_BGR_MEAN_VALUES, None),
                      "BGR 0-255 minus the mean image (per-channel means when the image is not at hand)"),
+        WeightSource("gluoncv-cifar", "gluon-cv CIFAR-10", "gluon-cv scripts/classification/cifar/train_cifar10.py",
+                     lambda: Preprocessing("RGB", 1.0, GLUONCV_CIFAR_MEAN, GLUONCV_CIFAR_STD, resize=32, crop=32),
+                     "gluon-cv's CIFAR-10 transforms: ToTensor, then Normalize with its CIFAR mean/std; 32x32"),
         WeightSource("cifar", "CIFAR ResNets", "CIFAR training conventions",
                      lambda: Preprocessing("RGB", 255.0, CIFAR_MEAN, CIFAR_STD, resize=32, crop=32),
                      "CIFAR-10 per-channel mean/std in 0-255, 32x32, no resize"),

@@ -29,7 +29,8 @@ The rules (each checked by tests/converters/test_build.py on hand-made skeletons
   else ``"when_needed"``.  Anything else is refused.
 - **Input BN.**  A BN whose gamma the source ignores (fix_gamma) or lacks: with a zero (or absent)
   beta it is both the affine-free and the fixed-gamma BN (registered reading taken, else
-  affine-free); with a non-zero beta the fixed-gamma one.  A BN with a learnt gamma/beta that are
+  affine-free); with a non-zero beta the fixed-gamma one, or the affine-free one with beta folded
+  into its mean (registered reading taken, else fixed-gamma).  A BN with a learnt gamma/beta that are
   1/0 reads the same way; any other learnt gamma/beta is folded exactly into affine-free statistics
   (the sign of gamma into the stem conv's input channels).
 - **Registered name.**  Among the equivalent readings above, the one ``arch`` names if given, else
@@ -455,7 +456,8 @@ def _input_bn_readings(bn: BatchNorm) -> tuple[str, ...]:
     """The spec readings of an input BN ("fold" when only a folded affine-free form holds it)."""
     beta_zero = bn.beta is None or not np.any(bn.beta.array)
     if bn.gamma is None or bn.fix_gamma:
-        return ("affine_free", "fixed_gamma") if beta_zero else ("fixed_gamma",)
+        # A non-zero beta (MXNet applies it, though Gluon never trains it) folds exactly into the mean.
+        return ("affine_free", "fixed_gamma") if beta_zero else ("fixed_gamma", "affine_free")
     if np.all(bn.gamma.array == 1.0) and beta_zero:
         return ("affine_free", "fixed_gamma")
     return ("fold",)
@@ -469,12 +471,25 @@ def _fill_input_bn(fill: _Filler, bn: BatchNorm, kind: str) -> None:
             fill.report.notes.append("the input BN has a non-zero beta: converted as a fixed-gamma BN that keeps it")
         return
     layer = bn.layers[0] if bn.layers else None
-    fill.tensor("data_bn.running_mean", bn.running_mean, layer)
+    beta = None if bn.beta is None or not np.any(bn.beta.array) else bn.beta
+    if beta is None:
+        fill.tensor("data_bn.running_mean", bn.running_mean, layer)
+    else:
+        # (x - m) / s + b = (x - m') / s with m' = m - b * s, s = sqrt(v + eps): exact, var and eps unchanged.
+        scale = np.sqrt(bn.running_var.array.astype(np.float64) + float(bn.eps))
+        fill.put(
+            "data_bn.running_mean", bn.running_mean.array.astype(np.float64) - beta.array.astype(np.float64) * scale,
+            f"{bn.running_mean.ref} - {beta.ref} * sqrt({bn.running_var.ref} + eps)", layer,
+        )
+        fill.report.notes.append(
+            f"input BatchNorm {bn.label}: its beta is not zero (MXNet applies it although Gluon never trains it); "
+            "folded exactly into the affine-free data_bn's running mean"
+        )
     fill.tensor("data_bn.running_var", bn.running_var, layer)
     if bn.gamma is not None:
         why = "the source ignores it (fix_gamma)" if bn.fix_gamma else "it is all ones"
         fill.report.skip(bn.gamma.ref, f"the affine-free input BN has no gamma; {why}")
-    if bn.beta is not None:
+    if bn.beta is not None and beta is None:
         fill.report.skip(bn.beta.ref, "the affine-free input BN has no beta; it is all zeros")
     fill.eps["data_bn"] = bn.eps
     if layer is not None:

@@ -48,6 +48,10 @@ class LayoutConventions:
     input_bn_fix_gamma: bool = False  # the input BN's stored gamma is ignored (Gluon scale=False)
     stem_pool: Pool | None = MAX_POOL_3X3_2
     head_pool: Pool = GLOBAL_AVG_POOL
+    # What follows a one-conv stem (ResNetSpec.stem_norm): the layout's code says, not its names, so
+    # that a file that merely lacks bn1 is refused instead of read as a stem without one.
+    stem_norm: str = "bn_relu"
+    v2_shortcut_input: str = "preactivated"  # what a v2 projection reads (ResNetSpec.v2_shortcut_input)
 
 
 class _Reader:
@@ -149,7 +153,8 @@ def skeleton_from_names(tensors: Mapping[str, SourceTensor], where: str, convent
     else:
         weight = reader.need("conv1.weight", "the stem conv")
         stride = 2 if weight.array.ndim == 4 and weight.array.shape[2] == 7 else 1
-        stem = [ConvBN(reader.conv_at("conv1", stride, "the stem conv"), reader.bn_at("bn1", "the stem BatchNorm"))]
+        stem_bn = reader.bn_at("bn1", "the stem BatchNorm") if conventions.stem_norm != "none" else None
+        stem = [ConvBN(reader.conv_at("conv1", stride, "the stem conv"), stem_bn)]
     fc_weight = reader.need("fc.weight", "the classifier")
     blocks = []
     for s, indices in enumerate(_stage_blocks(reader), 1):
@@ -173,7 +178,7 @@ def skeleton_from_names(tensors: Mapping[str, SourceTensor], where: str, convent
             elif f"{prefix}.downsample.0.weight" in tensors:
                 conv = reader.conv_at(f"{prefix}.downsample.0", stride, f"the projection of block {prefix}")
                 bn = reader.bn_at(f"{prefix}.downsample.1", "the projection BatchNorm") if residual == "v1" else None
-                shortcut = Shortcut("conv", conv, bn, stride)
+                shortcut = Shortcut("conv", conv, bn, stride, reads=conventions.v2_shortcut_input)
             blocks.append(Block(f"block {prefix}", residual, body, shortcut))
     final_bn = reader.bn_at("final_bn", "v2's final BatchNorm") if residual == "v2" else None
     classifier = Linear(reader.label("fc", "weight"), reader.layer("fc"), fc_weight, reader.take("fc.bias"))
@@ -191,6 +196,7 @@ def skeleton_from_names(tensors: Mapping[str, SourceTensor], where: str, convent
         final_bn=final_bn,
         head_pool=conventions.head_pool,
         classifier=classifier,
+        stem_relu=conventions.stem_norm == "bn_relu",
     )
 
 

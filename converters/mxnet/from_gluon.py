@@ -18,7 +18,7 @@ from resnet_port.converters.build import build
 from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.converters.mxnet import gluon_names
 from resnet_port.converters.mxnet.shared import check_arch, check_shapes, metadata, name_or_closest
-from resnet_port.converters.names import LayoutConventions, skeleton_from_names
+from resnet_port.converters.names import MAX_POOL_3X3_2, LayoutConventions, skeleton_from_names
 from resnet_port.converters.skeleton import SourceTensor
 from resnet_port.errors import ConversionError
 from resnet_port.resnet_ref import ResNetSpec, get_spec, list_archs
@@ -26,17 +26,48 @@ from resnet_port.resnet_ref import ResNetSpec, get_spec, list_archs
 GLUON_BN_EPS = 1e-5  # gluon.nn.BatchNorm's epsilon, which the model zoo keeps everywhere
 
 
-def gluon_conventions(version: str) -> LayoutConventions:
-    """What Gluon's model zoo code decides and its names cannot show."""
+def gluon_conventions(version: str, stem: gluon_names.GluonStem | None = None, v2_shortcut_input: str = "preactivated") -> LayoutConventions:
+    """What Gluon's model zoo (and GluonCV's CIFAR) code decides and its names cannot show."""
+    stem = stem or gluon_names.gluon_stem(version, gluon_names.GLUON_V1_FIRST_STAGE if version == "v1" else gluon_names.GLUON_V2_FIRST_STAGE)
     return LayoutConventions(
-        layout=f"gluon ResNet {version.upper()}",
+        layout=stem.what,
         residual=version,
         # Gluon BottleneckV1 strides its first 1x1 conv (the paper's layout); V2 its 3x3.
         stride_in="1x1" if version == "v1" else "3x3",
         bn_eps=GLUON_BN_EPS,
         # V2's input BatchNorm(scale=False, center=False): MXNet runs it with fix_gamma=True.
         input_bn_fix_gamma=True,
+        stem_norm=stem.stem_norm,
+        stem_pool=MAX_POOL_3X3_2 if stem.pooled else None,
+        v2_shortcut_input=v2_shortcut_input,
     )
+
+
+def gluon_reading(path: Path, version: str, names: list[str], arch: str | None) -> tuple[LayoutConventions, bool]:
+    """(conventions, GluonCV CIFAR net?) of a structural-name file, from where its first stage sits.
+
+    A V2 file whose stages start at features.2 was built by GluonCV's CIFARResNetV2 or by Gluon's
+    ResNetV2(thumbnail=True): the names are the same, the projections are not (CIFAR projects the
+    raw block input, the model zoo the pre-activated one).  Basic blocks are read as GluonCV's (the
+    CIFAR nets are the published ones), bottlenecks as the model zoo's (GluonCV's CIFAR nets have
+    none); ``--arch`` naming a spec of the other kind picks that one.
+    """
+    first = gluon_names.first_stage(names)
+    stem = gluon_names.gluon_stem(version, first)
+    if stem is None:
+        known = ", ".join(f"features.{i} ({s.what})" for (v, i), s in gluon_names.GLUON_STEMS.items() if v == version)
+        raise ConversionError(
+            f"{path}: the first stage of this Gluon ResNet {version.upper()} file is features.{first}; its classes start "
+            f"their stages at {known}"
+        )
+    cifar = (version, first) in (("v1", 2), ("v2", 2))
+    reads = "preactivated"
+    if (version, first) == ("v2", 2):
+        bottleneck = any(re.match(r"^features\.\d+\.\d+\.conv3\.", n) for n in names)
+        wanted = get_spec(arch).v2_shortcut_input if arch else None
+        cifar = wanted == "block_input" if wanted else not bottleneck
+        reads = "block_input" if cifar else "preactivated"
+    return gluon_conventions(version, stem, reads), cifar
 
 
 def gluoncv_conventions() -> LayoutConventions:
@@ -116,15 +147,25 @@ def convert_gluon_parameters(
         target: SourceTensor(params[source], legacy_names[source] if legacy_names else source)
         for target, source in mapped.items()
     }
-    skeleton = skeleton_from_names(tensors, str(path), gluon_conventions(version))
+    conventions, cifar = gluon_reading(path, version, names, arch)
+    skeleton = skeleton_from_names(tensors, str(path), conventions)
     report = ConversionReport("mxnet", [path.name])
     spec, state_dict, report = build(skeleton, report)
     name = check_arch(spec, arch, str(path), "names and shapes")
     report.arch = name
     name_or_closest(spec, report)
     check_shapes(path, spec, state_dict, name)
-    details = {"format": "gluon save_params (legacy)" if legacy_names else "gluon save_parameters", "gluon_version": version.upper()}
-    meta = metadata(spec, name, [path], details, "gluon")
+    if conventions.layout.startswith("GluonCV CIFARResNetV2 /"):
+        report.notes.append(
+            f"read as {'GluonCV CIFARResNetV2 (projections of the raw block input)' if cifar else 'Gluon ResNetV2(thumbnail=True) (projections of the pre-activated input)'}: "
+            "the two classes save the same names; --arch picks the other"
+        )
+    details = {
+        "format": "gluon save_params (legacy)" if legacy_names else "gluon save_parameters",
+        "gluon_version": version.upper(),
+        "gluon_class": conventions.layout.split(" / ")[0 if cifar else -1],
+    }
+    meta = metadata(spec, name, [path], details, "gluoncv-cifar" if cifar else "gluon")
     return finish_conversion(spec, state_dict, meta, report, str(path))
 
 
@@ -139,4 +180,6 @@ def gluon_version_or_fail(path: Path, names: list[str]) -> str:
     return version
 
 
-__all__ = ["convert_gluon_parameters", "convert_gluoncv_parameters", "gluon_conventions", "gluoncv_conventions"]
+__all__ = [
+    "convert_gluon_parameters", "convert_gluoncv_parameters", "gluon_conventions", "gluon_reading", "gluoncv_conventions",
+]

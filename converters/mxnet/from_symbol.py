@@ -24,11 +24,6 @@ from resnet_port.resnet_ref import arch_info
 def refuse_variants(graph) -> None:
     """GluonCV's GroupNorm (*_gn) and squeeze-and-excitation (se_resnet*) nets, refused by name."""
     for node in graph.operators():
-        if node.name.startswith(("cifarresnetv1", "cifarresnetv2")):
-            raise ConversionError(
-                f"{graph.path}: {node.describe()}: a GluonCV CIFAR ResNet (cifar_resnet*_v1/_v2: a 3x3 stem whose BN has "
-                "no ReLU, or a conv-only V2 stem); the reference ResNet has no such stem yet; not supported"
-            )
         if node.op == "GroupNorm":
             raise ConversionError(
                 f"{graph.path}: {node.describe()}: a GroupNorm ResNet (GluonCV *_gn); the reference ResNet has BatchNorm "
@@ -66,6 +61,7 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     spec, state_dict, report = build(to_skeleton(found, records, where), report, arch)  # arch picks among equivalent readings
     name = check_arch(spec, arch, where, "symbol")
     gluoncv_export = any(re.match(r"^resnetv1[bcdes]_", n.name) for n in graph.operators())
+    cifar_export = any(re.match(r"^cifarresnetv[12]\d*_", n.name) for n in graph.operators())
     if arch is None and gluoncv_export:
         spec, name = gluoncv_name(spec, name)  # a GluonCV export: its own name (resnet18_v1b, ...)
     report.arch = name
@@ -75,7 +71,9 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     family = registered_family or ("mxnet" if spec.input_bn == "fixed_gamma" else "gluon")
     if gluoncv_export:
         family = registered_family = "gluoncv"  # GluonCV's presets and published rows
-    if family not in ("mxnet", "gluon", "gluoncv"):
+    if cifar_export:
+        family, registered_family = "gluoncv-cifar", "gluoncv"  # GluonCV's CIFAR-10 transforms
+    if family not in ("mxnet", "gluon", "gluoncv", "gluoncv-cifar"):
         family = "gluon"
     details = {"format": "symbol + params", "symbol": symbol_path.name, "input": "0-255 RGB" if family == "mxnet" else "normalised RGB"}
     meta = metadata(spec, name, [params_path, symbol_path], details, family)

@@ -10,6 +10,9 @@ follows Gluon's definitions, not the converter's spec or the reference model:
   pool, Dense.  BasicBlockV1 body: conv3x3(stride), BN, ReLU, conv3x3, BN; BottleneckV1 body:
   conv1x1(stride, with bias), BN, ReLU, conv3x3, BN, ReLU, conv1x1(with bias), BN; downsample
   conv1x1(stride) + BN; out = ReLU(body + shortcut).
+- GluonCV's CIFARResNetV1 (``gluoncv/model_zoo/cifarresnet.py``): conv 3x3/1, BN and no ReLU, stages
+  from ``features.2``, the V1 basic block.  CIFARResNetV2: the V2 layout with the thumbnail conv, but
+  CIFARBasicBlockV2 projects the raw block input (``residual = x`` before ``bn1``).
 - ResNetV2: BatchNorm(scale=False, center=False) on the input (fix_gamma: gamma = 1; the stored
   beta is used), then the V1 stem (or the thumbnail conv), stages, BN, ReLU, global avg pool,
   Dense.  BasicBlockV2: BN, ReLU, [downsample conv1x1(stride) of that], conv3x3(stride), BN, ReLU,
@@ -104,8 +107,12 @@ def gluon_layout(names: list[str]) -> str:
     raise GluonLayoutError("the names have neither features.S.B.body.* (V1) nor features.S.B.bn1.* (V2) blocks")
 
 
-def run_gluon(params: dict[str, np.ndarray], x: np.ndarray, where: str = "the parameters") -> np.ndarray:
-    """Logits of a Gluon model-zoo ResNet V1/V2 (structural ``save_parameters`` names) on ``x``, float64."""
+def run_gluon(
+    params: dict[str, np.ndarray], x: np.ndarray, where: str = "the parameters", v2_raw_projection: bool = False
+) -> np.ndarray:
+    """Logits of a Gluon model-zoo ResNet V1/V2 or GluonCV CIFAR ResNet (structural ``save_parameters``
+    names) on ``x``, float64.  ``v2_raw_projection``: V2 projections read the raw block input
+    (GluonCV's CIFARBasicBlockV2) instead of the pre-activated one (the model zoo's BasicBlockV2)."""
     names = list(params)
     try:
         version = gluon_layout(names)
@@ -121,6 +128,9 @@ def run_gluon(params: dict[str, np.ndarray], x: np.ndarray, where: str = "the pa
             if not thumbnail:
                 h = _max_pool(_relu(w.bn(h, "features.1")))
                 first = 4
+            elif w.has("features.1.gamma"):  # GluonCV CIFARResNetV1: conv 3x3, BN, and no ReLU
+                h = w.bn(h, "features.1")
+                first = 2
         else:
             h = w.bn(h, "features.0", fix_gamma=True)
             thumbnail = w.get("features.1.weight").shape[-1] == 3
@@ -137,7 +147,7 @@ def run_gluon(params: dict[str, np.ndarray], x: np.ndarray, where: str = "the pa
             for block in blocks:
                 stride = 2 if number > 0 and block == 0 else 1
                 prefix = f"features.{index}.{block}"
-                h = _block_v1(w, h, prefix, stride) if version == "v1" else _block_v2(w, h, prefix, stride)
+                h = _block_v1(w, h, prefix, stride) if version == "v1" else _block_v2(w, h, prefix, stride, v2_raw_projection)
         if version == "v2":
             h = _relu(w.bn(h, f"features.{stages[-1][0] + 1}"))
         h = h.mean(dim=(2, 3))
@@ -160,10 +170,11 @@ def _block_v1(w: _Weights, x: torch.Tensor, prefix: str, stride: int) -> torch.T
     return _relu(h + shortcut)
 
 
-def _block_v2(w: _Weights, x: torch.Tensor, prefix: str, stride: int) -> torch.Tensor:
+def _block_v2(w: _Weights, x: torch.Tensor, prefix: str, stride: int, raw_projection: bool = False) -> torch.Tensor:
     bottleneck = w.has(f"{prefix}.conv3.weight")
     pre = _relu(w.bn(x, f"{prefix}.bn1"))
-    shortcut = w.conv(pre, f"{prefix}.downsample", stride) if w.has(f"{prefix}.downsample.weight") else x
+    projected = x if raw_projection else pre
+    shortcut = w.conv(projected, f"{prefix}.downsample", stride) if w.has(f"{prefix}.downsample.weight") else x
     if bottleneck:
         h = w.conv(pre, f"{prefix}.conv1", 1)
         h = w.conv(_relu(w.bn(h, f"{prefix}.bn2")), f"{prefix}.conv2", stride)

@@ -3,7 +3,9 @@
 Gluon's model zoo ResNets hold everything in one ``features`` HybridSequential, so a parameter's
 name is its path: ``features.4.0.body.0.weight`` is stage 1, block 0, the first conv of the body.
 The stages start at ``features.4`` in V1 (conv, BN, ReLU, max pool before them) and at
-``features.5`` in V2 (the input BN first); V2 ends with ``features.9``, the final BN.  BatchNorm's
+``features.5`` in V2 (the input BN first); V2 ends with ``features.9``, the final BN.  The CIFAR
+and thumbnail nets build shorter stems, so their stages start earlier: the index of the first stage
+says which class built the file (`GLUON_STEMS`).  BatchNorm's
 ``gamma/beta/running_mean/running_var`` become ``weight/bias/running_mean/running_var``.
 
 Each table is read top to bottom; every pattern is anchored, and every name in the file must match
@@ -13,6 +15,7 @@ exactly one of them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,9 +26,7 @@ STAGE_BLOCK = r"features\.(?P<stage>\d+)\.(?P<block>\d+)"
 
 # (anchored pattern, reference name template).  {stage} is the 1-based stage number, {p} the
 # conv/dense parameter, {bn} the renamed BatchNorm parameter.
-GLUON_V1_NAMES: list[tuple[str, str]] = [
-    (rf"^features\.0\.{WB}$", "conv1.{p}"),  # 7x7/2 stem conv
-    (rf"^features\.1\.{BN}$", "bn1.{bn}"),
+GLUON_V1_BLOCK_NAMES: list[tuple[str, str]] = [
     (rf"^{STAGE_BLOCK}\.body\.0\.{WB}$", "layer{stage}.{block}.conv1.{p}"),  # strided 1x1 (bottleneck) / 3x3 (basic)
     (rf"^{STAGE_BLOCK}\.body\.1\.{BN}$", "layer{stage}.{block}.bn1.{bn}"),
     (rf"^{STAGE_BLOCK}\.body\.3\.{WB}$", "layer{stage}.{block}.conv2.{p}"),
@@ -36,12 +37,7 @@ GLUON_V1_NAMES: list[tuple[str, str]] = [
     (rf"^{STAGE_BLOCK}\.downsample\.1\.{BN}$", "layer{stage}.{block}.downsample.1.{bn}"),
     (rf"^output\.{WB}$", "fc.{p}"),
 ]
-GLUON_V1_FIRST_STAGE = 4
-
-GLUON_V2_NAMES: list[tuple[str, str]] = [
-    (rf"^features\.0\.{BN}$", "data_bn.{bn}"),  # BatchNorm(scale=False, center=False) on the input
-    (rf"^features\.1\.{WB}$", "conv1.{p}"),
-    (rf"^features\.2\.{BN}$", "bn1.{bn}"),
+GLUON_V2_BLOCK_NAMES: list[tuple[str, str]] = [
     (rf"^{STAGE_BLOCK}\.bn1\.{BN}$", "layer{stage}.{block}.bn1.{bn}"),  # pre-activation: BN before conv1
     (rf"^{STAGE_BLOCK}\.conv1\.{WB}$", "layer{stage}.{block}.conv1.{p}"),
     (rf"^{STAGE_BLOCK}\.bn2\.{BN}$", "layer{stage}.{block}.bn2.{bn}"),
@@ -52,9 +48,48 @@ GLUON_V2_NAMES: list[tuple[str, str]] = [
     (rf"^features\.{{final}}\.{BN}$", "final_bn.{bn}"),  # right after the last stage (features.9 for 4 stages)
     (rf"^output\.{WB}$", "fc.{p}"),
 ]
+
+
+@dataclass(frozen=True)
+class GluonStem:
+    """What a Gluon ResNet class puts in ``features`` before its first stage; the index of that stage
+    tells which class built the file."""
+
+    what: str  # for reports
+    names: tuple[tuple[str, str], ...]  # the stem's rows, as the tables above
+    stem_norm: str  # ResNetSpec.stem_norm
+    pooled: bool  # a 3x3/2 max pool follows
+
+
+_V1_CONV = (rf"^features\.0\.{WB}$", "conv1.{p}")
+_V2_INPUT_BN = (rf"^features\.0\.{BN}$", "data_bn.{bn}")  # BatchNorm(scale=False, center=False) on the input
+_V2_CONV = (rf"^features\.1\.{WB}$", "conv1.{p}")
+GLUON_STEMS: dict[tuple[str, int], GluonStem] = {
+    # model_zoo ResNetV1: conv 7x7/2, BN, ReLU, max pool 3/2/1 (features.0-3)
+    ("v1", 4): GluonStem("Gluon model-zoo ResNet V1", (_V1_CONV, (rf"^features\.1\.{BN}$", "bn1.{bn}")), "bn_relu", True),
+    # GluonCV CIFARResNetV1: conv 3x3/1, BN and no ReLU (features.0-1)
+    ("v1", 2): GluonStem("GluonCV CIFARResNetV1", (_V1_CONV, (rf"^features\.1\.{BN}$", "bn1.{bn}")), "bn", False),
+    # model_zoo ResNetV1(thumbnail=True): the bare conv 3x3/1 (features.0)
+    ("v1", 1): GluonStem("Gluon model-zoo ResNet V1 (thumbnail)", (_V1_CONV,), "none", False),
+    # model_zoo ResNetV2: input BN, conv 7x7/2, BN, ReLU, max pool (features.0-4)
+    ("v2", 5): GluonStem("Gluon model-zoo ResNet V2", (_V2_INPUT_BN, _V2_CONV, (rf"^features\.2\.{BN}$", "bn1.{bn}")), "bn_relu", True),
+    # GluonCV CIFARResNetV2 and model_zoo ResNetV2(thumbnail=True): input BN, the bare conv 3x3/1 (features.0-1)
+    ("v2", 2): GluonStem("GluonCV CIFARResNetV2 / Gluon ResNet V2 (thumbnail)", (_V2_INPUT_BN, _V2_CONV), "none", False),
+}
+BLOCK_TABLES = {"v1": GLUON_V1_BLOCK_NAMES, "v2": GLUON_V2_BLOCK_NAMES}
+GLUON_V1_FIRST_STAGE = 4  # the ImageNet nets'; `first_stage` reads a file's own
 GLUON_V2_FIRST_STAGE = 5
 
-TABLES = {"v1": (GLUON_V1_NAMES, GLUON_V1_FIRST_STAGE), "v2": (GLUON_V2_NAMES, GLUON_V2_FIRST_STAGE)}
+
+def first_stage(names: list[str]) -> int | None:
+    """The ``features`` index of the first stage (the lowest one with numbered blocks), or None."""
+    stages = stage_indices(names)
+    return stages[0] if stages else None
+
+
+def gluon_stem(version: str, first: int | None) -> GluonStem | None:
+    """The stem a Gluon class builds before a first stage at ``features.{first}``, or None."""
+    return GLUON_STEMS.get((version, first)) if first is not None else None
 
 
 def gluon_version(names: list[str]) -> str | None:
@@ -66,12 +101,15 @@ def gluon_version(names: list[str]) -> str | None:
     return None
 
 
-def rename(name: str, version: str, final_index: int | None) -> str | None:
+def rename(name: str, version: str, final_index: int | None, first: int = 0) -> str | None:
     """The reference name of one Gluon name, or None if it fits no row of the table.
 
-    ``final_index`` is the ``features`` index right after the last stage (V2's final BN).
+    ``first`` is the ``features`` index of the first stage (4 / 5 for the ImageNet V1 / V2 nets; 0
+    takes those), ``final_index`` the one right after the last stage (V2's final BN).
     """
-    table, first_stage = TABLES[version]
+    first = first or (GLUON_V1_FIRST_STAGE if version == "v1" else GLUON_V2_FIRST_STAGE)
+    stem = gluon_stem(version, first)
+    table = list(stem.names if stem else ()) + BLOCK_TABLES[version]
     for pattern, template in table:
         match = re.match(pattern.replace("{final}", str(final_index)), name)
         if not match:
@@ -79,7 +117,7 @@ def rename(name: str, version: str, final_index: int | None) -> str | None:
         groups = match.groupdict()
         fields: dict[str, object] = {"p": groups.get("p"), "bn": BN_RENAME.get(groups.get("bn") or "")}
         if "stage" in groups:
-            stage = int(groups["stage"]) - first_stage + 1
+            stage = int(groups["stage"]) - first + 1
             if stage < 1:
                 return None
             fields.update(stage=stage, block=int(groups["block"]))
@@ -96,10 +134,11 @@ def rename_all(names: list[str], version: str) -> tuple[dict[str, str], list[str
     """Map every name; returns (reference name -> Gluon name, names that fit no row)."""
     stages = stage_indices(names)
     final_index = stages[-1] + 1 if stages else None
+    first = stages[0] if stages else 0
     mapped: dict[str, str] = {}
     unmatched: list[str] = []
     for name in names:
-        target = rename(name, version, final_index)
+        target = rename(name, version, final_index, first)
         if target is None:
             unmatched.append(name)
         else:
@@ -107,7 +146,10 @@ def rename_all(names: list[str], version: str) -> tuple[dict[str, str], list[str
     return mapped, unmatched
 
 
-__all__ = ["GLUON_V1_NAMES", "GLUON_V2_NAMES", "gluon_version", "rename", "rename_all", "stage_indices"]
+__all__ = [
+    "GLUON_STEMS", "GLUON_V1_BLOCK_NAMES", "GLUON_V2_BLOCK_NAMES", "GluonStem", "first_stage", "gluon_stem", "gluon_version",
+    "rename", "rename_all", "stage_indices",
+]
 
 
 # -- the legacy format: Block.save_params (MXNet < 1.3) --------------------------------------------------
@@ -116,7 +158,7 @@ __all__ = ["GLUON_V1_NAMES", "GLUON_V2_NAMES", "gluon_version", "rename", "renam
 # scope creates them, so a block's layers follow from the block code; they are translated here into the
 # structural names above (and the shapes are checked afterwards like any other file).
 LEGACY_NAME = re.compile(
-    r"^(?:resnetv[12]\d*_)?(?:stage(?P<stage>\d+)_)?(?P<layer>conv|batchnorm|dense)(?P<n>\d+)_"
+    r"^(?:(?:cifar)?resnetv[12]\d*_)?(?:stage(?P<stage>\d+)_)?(?P<layer>conv|batchnorm|dense)(?P<n>\d+)_"
     r"(?P<param>weight|bias|gamma|beta|running_mean|running_var)$"
 )
 # Per block, in creation order: (layer type, index within the block's own counter, structural name).
@@ -150,17 +192,24 @@ def legacy_to_structural(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.nd
         m = LEGACY_NAME.match(name)
         layers.setdefault((int(m.group("stage") or 0), m.group("layer"), int(m.group("n"))), {})[m.group("param")] = name
     top_bn = sorted(n for s, t, n in layers if s == 0 and t == "batchnorm")
-    version = "v2" if len(top_bn) == 3 else "v1"
-    if top_bn != list(range(3 if version == "v2" else 1)):
-        raise ValueError(f"top-level batchnorm layers {top_bn}; expected [0] (V1) or [0, 1, 2] (V2)")
+    if top_bn != list(range(len(top_bn))) or len(top_bn) > 3:
+        raise ValueError(
+            f"top-level batchnorm layers {top_bn}; expected none (V1 thumbnail), [0] (V1), [0, 1] (V2 CIFAR / thumbnail) "
+            "or [0, 1, 2] (V2)"
+        )
     stages = sorted({s for s, _, _ in layers if s})
     if stages != list(range(1, len(stages) + 1)):
         raise ValueError(f"stages {stages}; expected stage1..stageN")
-    first = GLUON_V1_FIRST_STAGE if version == "v1" else GLUON_V2_FIRST_STAGE
+    stem_conv = arrays.get(layers.get((0, "conv", 0), {}).get("weight", ""))
+    kernel = int(stem_conv.shape[-1]) if stem_conv is not None and stem_conv.ndim == 4 else 0
+    # The top-level layers say which class wrote the file (GLUON_STEMS): its stages' first features index.
+    version, first = {0: ("v1", 1), 1: ("v1", 4 if kernel == 7 else 2), 2: ("v2", 2), 3: ("v2", 5)}[len(top_bn)]
     top = {("conv", 0): "features.0", ("batchnorm", 0): "features.1", ("dense", 0): "output"}
     if version == "v2":
-        top = {("batchnorm", 0): "features.0", ("conv", 0): "features.1", ("batchnorm", 1): "features.2",
-               ("batchnorm", 2): f"features.{first + len(stages)}", ("dense", 0): "output"}
+        top = {("batchnorm", 0): "features.0", ("conv", 0): "features.1", ("dense", 0): "output",
+               ("batchnorm", len(top_bn) - 1): f"features.{first + len(stages)}"}
+        if first == 5:
+            top[("batchnorm", 1)] = "features.2"
     target: dict[tuple[int, str, int], str] = {(0, t, n): path for (t, n), path in top.items()}
     for stage in stages:
         convs = sorted(n for s, t, n in layers if s == stage and t == "conv")
@@ -299,10 +348,6 @@ def unsupported_variant(names: list[str]) -> str | None:
     """
     if any(re.search(r"(^|\.)se\.\d+\.", n) for n in names):
         return "a squeeze-and-excitation (SE) ResNet (GluonCV se_resnet*): its blocks' se.* layers have no place in the reference ResNet"
-    stem_bn = "features.1.running_mean" in names or "features.0.running_mean" in names  # V1 conv, BN / V2 BN, conv
-    if stem_bn and any(re.match(r"^features\.2\.\d+\.(body|bn1)\.", n) for n in names):
-        return ("a GluonCV CIFAR ResNet (or Gluon thumbnail net) (cifar_resnet*_v1/_v2: stages from features.2 after a 3x3 stem whose BN has no "
-                "ReLU, or a conv-only V2 stem); the reference ResNet has no such stem yet")
     gammas = {n[: -len(".gamma")] for n in names if n.endswith(".gamma")}
     means = {n[: -len(".running_mean")] for n in names if n.endswith(".running_mean")}
     if gammas and not gammas & means:

@@ -57,7 +57,8 @@ class Recognised:
     """The graph read as a ResNet: which node is the stem, each unit's roles, the head."""
 
     input_bn: SymbolNode | None
-    stem: list[tuple[SymbolNode, SymbolNode]]  # (conv, BN) pairs: one, or three for the deep stem
+    stem: list[tuple[SymbolNode, SymbolNode | None]]  # (conv, BN) pairs: one (BN may be None), or three (deep)
+    stem_relu: bool
     stem_pool: SymbolNode | None
     units: list[Unit]
     final_bn: SymbolNode | None
@@ -68,7 +69,7 @@ class Recognised:
         """The node indices that hold parameters of the recognised ResNet."""
         nodes = [self.input_bn, self.final_bn, self.fc] + [n for pair in self.stem for n in pair]
         for unit in self.units:
-            nodes += list(unit.body.values()) + list(unit.shortcut.values())
+            nodes += list(unit.body.values()) + [n for role, n in unit.shortcut.items() if role != "raw"]
         return {n.index for n in nodes if n is not None}
 
 
@@ -106,12 +107,17 @@ class _Walker:
         return data[0]
 
     # -- stem ---------------------------------------------------------------------------------------
-    def stem(self) -> tuple[SymbolNode | None, list[tuple[SymbolNode, SymbolNode]], SymbolNode | None, SymbolNode]:
-        """(input BN or None, the stem's (conv, BN) pairs, stem pool or None, the stem's output node).
+    def stem(self) -> tuple[SymbolNode | None, list[tuple[SymbolNode, SymbolNode | None]], bool, SymbolNode | None, SymbolNode]:
+        """(input BN or None, the stem's (conv, BN) pairs, ReLU after the stem?, stem pool or None, the
+        stem's output node).
 
         The deep stem (GluonCV v1c/d/e/s, mmcls V1c/V1d) is three conv-BN-ReLU in a chain: a stem ReLU
         whose only consumer is another conv continues the stem (a residual unit's input always feeds two
-        branches, its body and its shortcut, so it cannot be mistaken for one)."""
+        branches, its body and its shortcut, so it cannot be mistaken for one).  A one-conv stem may
+        stop early, where its output already feeds the first unit's two branches: after the BN
+        (GluonCV's CIFARResNetV1: no ReLU) or after the conv itself (GluonCV's CIFARResNetV2, Gluon's
+        thumbnail nets).  A bare conv followed by a v2 unit that projects looks like a stem BN-ReLU
+        feeding a projection; `_preactivates_first_unit` tells the two apart."""
         node = self.only_consumer(self.input_node(), "BatchNorm or Convolution")
         input_bn = None
         if _kind(node) == "bn":
@@ -119,13 +125,17 @@ class _Walker:
         if _kind(node) != "conv":
             raise self.fail(node, "the stem Convolution")
         conv = node
+        if len(self.graph.op_consumers(conv)) > 1 or self._preactivates_first_unit(conv):
+            return input_bn, [(conv, None)], False, None, conv
         bn = self.only_consumer(conv, "BatchNorm")
         if _kind(bn) != "bn":
             raise self.fail(bn, "the stem BatchNorm")
+        if len(self.graph.op_consumers(bn)) > 1:
+            return input_bn, [(conv, bn)], False, None, bn
         relu = self.only_consumer(bn, "ReLU")
         if _kind(relu) != "relu":
             raise self.fail(relu, "the stem ReLU")
-        pairs = [(conv, bn)]
+        pairs: list[tuple[SymbolNode, SymbolNode | None]] = [(conv, bn)]
         consumers = self.graph.op_consumers(relu)
         while len(pairs) < 3 and len(consumers) == 1 and _kind(consumers[0]) == "conv":
             conv = consumers[0]
@@ -140,7 +150,28 @@ class _Walker:
         pool, output = None, relu
         if len(consumers) == 1 and consumers[0].op == "Pooling":
             pool = output = consumers[0]
-        return input_bn, pairs, pool, output
+        return input_bn, pairs, True, pool, output
+
+    def _preactivates_first_unit(self, conv: SymbolNode) -> bool:
+        """Whether ``conv -> BN -> ReLU`` is the first v2 unit's shared pre-activation (so the stem is
+        the bare conv): the first residual add after it then adds a bare conv of that ReLU (the
+        projection) to a body that ends with a conv.  After a stem's BN-ReLU, a v1 unit's body ends
+        with a BN; the ReLU of a stem with a max pool feeds the pool alone."""
+        bn = self.graph.op_consumers(conv)
+        if len(bn) != 1 or _kind(bn[0]) != "bn":
+            return False
+        relu = self.graph.op_consumers(bn[0])
+        if len(relu) != 1 or _kind(relu[0]) != "relu" or len(self.graph.op_consumers(relu[0])) != 2:
+            return False
+        adds = [n for n in self.graph.operators() if n.op in ADD_OPS and n.index > relu[0].index]
+        if not adds:
+            return False
+        try:
+            chains = [self.trace_back(self.graph.node(i), conv, adds[0]) for i in adds[0].inputs]
+        except ConversionError:
+            return False
+        kinds = sorted((tuple(_kind(n) for n in chain) for chain in chains), key=len)
+        return kinds[0] == ("bn", "relu", "conv") and kinds[1][-1] == "conv" and kinds[1][:2] == ("bn", "relu")
 
     # -- residual units -----------------------------------------------------------------------------
     def trace_back(self, start: SymbolNode, unit_input: SymbolNode, add: SymbolNode) -> list[SymbolNode]:
@@ -192,9 +223,12 @@ class _Walker:
             return {"pool": chain[0], "conv": chain[1], "bn": chain[2]}
         if residual == "v2" and kinds == ("bn", "relu", "conv") and chain[:2] == body[:2]:
             return {"conv": chain[2]}  # v2: projected from the pre-activated input
+        if residual == "v2" and kinds == ("conv",):
+            return {"conv": chain[0], "raw": chain[0]}  # GluonCV CIFAR V2: projected from the raw block input
         raise ConversionError(
             f"{self.path}: the unit ending at {add.describe()} has shortcut {' -> '.join(kinds)}; expected identity, "
-            + ("conv -> bn, or Pooling -> conv -> bn (avg down)" if residual == "v1" else "a conv of the pre-activated input (bn -> relu shared with the body)")
+            + ("conv -> bn, or Pooling -> conv -> bn (avg down)" if residual == "v1"
+               else "a conv of the pre-activated input (bn -> relu shared with the body) or of the raw block input")
         )
 
     def check_avg_down(self, pool: SymbolNode, conv: SymbolNode) -> None:
@@ -244,7 +278,7 @@ class _Walker:
 
     # -- all of it ----------------------------------------------------------------------------------
     def run(self) -> Recognised:
-        input_bn, stem, stem_pool, current = self.stem()
+        input_bn, stem, stem_relu, stem_pool, current = self.stem()
         adds = [n for n in self.graph.operators() if n.op in ADD_OPS]
         if not adds:
             raise ConversionError(f"{self.path}: the graph has no residual add; it is not a ResNet")
@@ -256,7 +290,7 @@ class _Walker:
             units.append(unit)
             current = unit.output
         final_bn, head_pool, fc = self.head(current, units[0].residual)
-        return Recognised(input_bn, stem, stem_pool, units, final_bn, head_pool, fc)
+        return Recognised(input_bn, stem, stem_relu, stem_pool, units, final_bn, head_pool, fc)
 
 
 def recognise(graph: SymbolGraph) -> Recognised:
@@ -301,13 +335,15 @@ def to_skeleton(found: Recognised, records: dict[int, object], where: str) -> Sk
             shortcut = Shortcut("avgpool_conv", conv, rec(unit.shortcut["bn"]), stride)
         elif "conv" in unit.shortcut:
             conv = rec(unit.shortcut["conv"])
-            shortcut = Shortcut("conv", conv, rec(unit.shortcut.get("bn")), conv.stride[0])
+            reads = "block_input" if "raw" in unit.shortcut else "preactivated"
+            shortcut = Shortcut("conv", conv, rec(unit.shortcut.get("bn")), conv.stride[0], reads=reads)
         blocks.append(Block(f"the unit ending at {unit.add.describe()}", unit.residual, body, shortcut))
     return Skeleton(
         where=where,
         input_bn=rec(found.input_bn),
         stem=[ConvBN(rec(conv), rec(bn)) for conv, bn in found.stem],
         stem_pool=pool_record(found.stem_pool) if found.stem_pool is not None else None,
+        stem_relu=found.stem_relu,
         blocks=blocks,
         final_bn=rec(found.final_bn),
         head_pool=pool_record(found.head_pool),

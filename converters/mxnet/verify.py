@@ -8,7 +8,7 @@
   Names of another layout have no built-in referee: the user gives ``--logits`` (computed with
   MXNet) or ``--no-verify``.
 
-The input is seeded and of 224 x 224 (batch 2): 0-255 RGB for the models that take it (the classic
+The input is seeded and of 224 x 224 (batch 2; the CIFAR nets' 32 x 32): 0-255 RGB for the models that take it (the classic
 symbolic ones), standard normal for the normalised-RGB Gluon models.
 """
 
@@ -35,7 +35,8 @@ VERIFY_SIZE = 224
 
 def probe_input(conversion: Conversion, seed: int) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng(seed)
-    shape = (VERIFY_BATCH, conversion.spec.in_chans, VERIFY_SIZE, VERIFY_SIZE)
+    size = min(VERIFY_SIZE, conversion.metadata.preprocessing.crop)  # 32 for the CIFAR nets
+    shape = (VERIFY_BATCH, conversion.spec.in_chans, size, size)
     if conversion.metadata.preprocessing.pixel_max >= 255:
         return rng.uniform(0.0, 255.0, size=shape).astype(np.float32), f"seeded uniform [0, 255], seed {seed}, shape {list(shape)}"
     return rng.standard_normal(shape, dtype=np.float32), f"standard normal, seed {seed}, shape {list(shape)}"
@@ -82,9 +83,12 @@ def mxnet_referee(
             "with MXNet, or --no-verify"
         ) from None
 
+    # Which class built a V2 thumbnail-layout file is the conversion's reading (the names cannot tell).
+    raw = conversion.spec.v2_shortcut_input == "block_input"
+
     def logits(batch: np.ndarray) -> np.ndarray:
         try:
-            return run_gluon(params, batch, str(params_path))
+            return run_gluon(params, batch, str(params_path), raw)
         except GluonLayoutError as exc:
             raise ConversionError(
                 f"{exc}; no built-in referee for this layout: give --logits INPUT.npy LOGITS.npy computed with MXNet, "
@@ -92,7 +96,7 @@ def mxnet_referee(
             ) from None
 
     return Referee(
-        name=f"the Gluon model-zoo ResNet {version} graph evaluated in torch float64",
+        name=f"the {conversion.metadata.source.details.get('gluon_class') or f'Gluon model-zoo ResNet {version}'} graph evaluated in torch float64",
         input=x,
         logits=logits,
         input_description=described,

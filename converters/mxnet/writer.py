@@ -20,7 +20,8 @@ from resnet_port.resnet_ref import ResNetSpec
 def gluon_layout_problems(spec: ResNetSpec) -> list[str]:
     """Why Gluon's model zoo classes cannot build ``spec`` ([] when they can)."""
     wanted = {
-        "stem": "7x7", "stem_width": 64, "stem_pool": "max", "shortcut": "conv", "projection": "when_needed",
+        "stem": "7x7", "stem_width": 64, "stem_norm": "bn_relu", "stem_pool": "max", "shortcut": "conv",
+        "v2_shortcut_input": "preactivated", "projection": "when_needed",
         "base_width": 64, "bn_eps": 1e-5, "bn_eps_overrides": (), "head_pool": "global",
         "input_bn": "none" if spec.residual == "v1" else "affine_free",
         "stride_in": "1x1" if spec.residual == "v1" else "3x3",

@@ -1,4 +1,5 @@
-"""GluonCV's ResNets (V1b, V1c, V1d, V1e, V1s) against GluonCV's own model code run by the real MXNet.
+"""GluonCV's ResNets (V1b, V1c, V1d, V1e, V1s; the CIFAR V1/V2 nets) against GluonCV's own model code run
+by the real MXNet, and Gluon's model-zoo thumbnail nets, whose save_parameters names the CIFAR nets share.
 
 The fixtures (tests/peers/make_gluoncv_fixtures.py) build each net with GluonCV's resnetv1b.py, set
 every parameter and BN statistic to seeded non-trivial values, save it both ways (save_parameters and
@@ -18,9 +19,9 @@ from torch import nn
 
 from resnet_port.converters.mxnet import convert_mxnet
 from resnet_port.converters.mxnet.cli import main
-from resnet_port.converters.mxnet.gluon_graph import run_gluoncv_v1b
+from resnet_port.converters.mxnet.gluon_graph import run_gluon, run_gluoncv_v1b
 from resnet_port.converters.mxnet.ndarray import read_ndarray_file
-from resnet_port.resnet_ref import get_spec, list_archs
+from resnet_port.resnet_ref import build_model, get_spec, list_archs
 from tests.mxnet.conftest import logits_of, model_of
 from tests.peers.gluoncv_cache import gluoncv_fixtures  # noqa: F401 - re-exported pytest fixture
 
@@ -145,8 +146,7 @@ def test_cli_verifies_save_parameters_with_the_gluoncv_referee(cache: Path, tmp_
 
 
 @pytest.mark.parametrize("fmt", sorted(FILES))
-@pytest.mark.parametrize("name,what", [("resnet50_v1b_gn", "GroupNorm"), ("se_resnet18_v1", "squeeze-and-excitation"),
-                                       ("cifar_resnet20_v1", "CIFAR ResNet"), ("cifar_resnet20_v2", "CIFAR ResNet")])
+@pytest.mark.parametrize("name,what", [("resnet50_v1b_gn", "GroupNorm"), ("se_resnet18_v1", "squeeze-and-excitation")])
 def test_group_norm_and_se_variants_are_refused_by_name(cache: Path, tmp_path: Path, capsys, name: str, what: str, fmt: str) -> None:
     out = tmp_path / "out.pth"
     code = main([str(cache / name / FILES[fmt].format(n=name)), "-o", str(out)])
@@ -191,3 +191,105 @@ def test_published_rows_travel_with_the_checkpoint(cache: Path, name: str, fmt: 
     assert meta.arch == name
     assert meta.published["weight_source"] == "gluoncv"
     assert [round(100 - r["top1_error"], 2) for r in meta.published["results"]] == [top1]
+
+
+# -- GluonCV's CIFAR ResNets and Gluon's thumbnail nets ------------------------------------------------
+CIFAR_FAMILY = {
+    # fixture: (registered name or None, stem_norm, v2_shortcut_input, depth)
+    "cifar_resnet20_v1": ("cifar_resnet20_v1", "bn", "preactivated", 20),
+    "cifar_resnet20_v2": ("cifar_resnet20_v2", "none", "block_input", 20),
+    "cifar_resnet56_v2": ("cifar_resnet56_v2", "none", "block_input", 56),
+    "thumb_resnet18_v1": (None, "none", "preactivated", 18),
+    "thumb_small_v2": (None, "none", "preactivated", None),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FILES))
+@pytest.mark.parametrize("name", sorted(CIFAR_FAMILY))
+def test_cifar_and_thumbnail_nets_match_mxnet(cache: Path, name: str, fmt: str) -> None:
+    """Both formats of each net: the stem GluonCV/Gluon built (conv-BN without ReLU, or the bare conv), the
+    projections of the raw (CIFAR V2) or pre-activated (model zoo V2) input, MXNet's logits within 1e-5."""
+    registered, stem_norm, reads, depth = CIFAR_FAMILY[name]
+    conversion = convert_mxnet(cache / name / FILES[fmt].format(n=name))
+    spec = conversion.spec
+    assert (spec.stem, spec.stem_pool, spec.stem_norm, spec.v2_shortcut_input) == ("3x3", "none", stem_norm, reads)
+    if depth:
+        assert spec.depth == depth
+    if registered:
+        # the fixtures' input BN has a non-zero beta (MXNet applies it): folded, so the registered name holds
+        assert conversion.metadata.arch == registered and get_spec(registered) == spec
+        assert conversion.metadata.preprocessing.crop == 32 and conversion.metadata.preprocessing.mean[0] == 0.4914
+    model = model_of(conversion)
+    for size in _sizes(cache, name):
+        x = np.load(cache / name / f"input_{size}.npy")
+        _close(np.load(cache / name / f"logits_{size}.npy"), logits_of(model, x))
+
+
+@pytest.mark.parametrize("name", ["cifar_resnet20_v1", "cifar_resnet20_v2", "thumb_resnet18_v1", "thumb_small_v2"])
+def test_gluon_referee_follows_each_class(cache: Path, name: str) -> None:
+    """The float64 referee of save_parameters files (GluonCV's CIFAR classes, the model zoo's thumbnail
+    ones), against MXNet itself; reading a CIFAR V2 file with the model zoo's projections must fail."""
+    params = read_ndarray_file(cache / name / f"{name}.params")
+    raw = CIFAR_FAMILY[name][2] == "block_input"
+    for size in _sizes(cache, name):
+        x = np.load(cache / name / f"input_{size}.npy")
+        reference = np.load(cache / name / f"logits_{size}.npy")
+        _close(reference, run_gluon(params, x, v2_raw_projection=raw))
+        if raw:
+            wrong = run_gluon(params, x, v2_raw_projection=False)
+            assert np.abs(wrong - reference).max() > 100 * TOLERANCE * np.abs(reference).max()
+
+
+def test_cifar_v2_projection_and_v1_stem_relu_matter(cache: Path) -> None:
+    """Built with the model zoo's pre-activated projection, or with a ReLU after the CIFAR V1 stem BN,
+    the port is far off MXNet: the parity tests above would catch either mistake."""
+    for name, field, wrong in [("cifar_resnet20_v2", "v2_shortcut_input", "preactivated"), ("cifar_resnet20_v1", "stem_norm", "bn_relu")]:
+        conversion = convert_mxnet(cache / name / f"{name}.params")
+        model = build_model(conversion.spec.replace(**{field: wrong}))
+        model.load_state_dict(conversion.state_dict, strict=False)
+        x = np.load(cache / name / "input_32.npy")
+        reference = np.load(cache / name / "logits_32.npy")
+        assert np.abs(logits_of(model.eval(), x) - reference).max() > 100 * TOLERANCE * np.abs(reference).max(), name
+
+
+def test_thumbnail_v2_basic_file_needs_arch_to_leave_the_cifar_reading(cache: Path, tmp_path: Path) -> None:
+    """A V2 basic-block file with the bare 3x3 stem is read as GluonCV's CIFARResNetV2 (the published
+    nets), and the report says how to pick the model zoo's thumbnail reading; a bottleneck one (GluonCV's
+    CIFAR nets have none) is read as the model zoo's."""
+    conversion = convert_mxnet(cache / "cifar_resnet20_v2" / "cifar_resnet20_v2.params")
+    assert any("--arch picks the other" in note for note in conversion.report.notes)
+    assert conversion.metadata.source.details["gluon_class"] == "GluonCV CIFARResNetV2"
+    thumb = convert_mxnet(cache / "thumb_small_v2" / "thumb_small_v2.params")
+    assert thumb.spec.v2_shortcut_input == "preactivated" and thumb.spec.block == "bottleneck"
+    assert thumb.metadata.preprocessing.crop == 224  # Gluon's model zoo: ImageNet transforms
+
+
+def test_v2_input_bn_beta_is_folded_exactly(cache: Path) -> None:
+    """MXNet applies the stored beta of Gluon's BatchNorm(scale=False, center=False) input BN; the
+    fixtures set it non-zero.  Read as the registered affine-free BN, beta moves into the running mean
+    (m - beta * sqrt(var + eps)); --arch naming the registered net takes that reading; a port that
+    dropped beta would be far off MXNet."""
+    path = cache / "cifar_resnet20_v2" / "cifar_resnet20_v2.params"
+    params = read_ndarray_file(path)
+    beta, mean, var = (params[f"features.0.{k}"].astype(np.float64) for k in ("beta", "running_mean", "running_var"))
+    assert np.abs(beta).max() > 0.05
+    conversion = convert_mxnet(path, arch="cifar_resnet20_v2")
+    assert conversion.spec.input_bn == "affine_free"
+    expected = mean - beta * np.sqrt(var + 1e-5)
+    assert np.allclose(conversion.state_dict["data_bn.running_mean"].numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert any("folded exactly" in note for note in conversion.report.notes)
+    dropped = dict(conversion.state_dict, **{"data_bn.running_mean": torch.from_numpy(mean.astype(np.float32))})
+    model = build_model(conversion.spec)
+    model.load_state_dict(dropped, strict=False)
+    x = np.load(cache / "cifar_resnet20_v2" / "input_32.npy")
+    reference = np.load(cache / "cifar_resnet20_v2" / "logits_32.npy")
+    assert np.abs(logits_of(model.eval(), x) - reference).max() > 100 * TOLERANCE * np.abs(reference).max()
+
+
+def test_cifar_cli_verifies_with_gluoncv_cifar_referee(cache: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "c20.pth"
+    code = main([str(cache / "cifar_resnet20_v2" / "cifar_resnet20_v2.params"), "-o", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "GluonCV CIFARResNetV2 graph" in captured.out
+    assert out.is_file()

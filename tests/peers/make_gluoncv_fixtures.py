@@ -1,7 +1,8 @@
 """Write the GluonCV fixtures with GluonCV's own model code and the real MXNet (run by .venv-peer's python).
 
 For each net (ResNetV1b family: v1b basic and bottleneck, v1c, v1d, v1e, v1s; CIFAR ResNet V1 and
-V2; a GroupNorm and an SE variant for the refusal tests) it builds the net from
+V2 at two depths; Gluon's model-zoo thumbnail V1 and V2 nets, whose names the CIFAR ones share; a
+GroupNorm and an SE variant for the refusal tests) it builds the net from
 ``gluoncv/model_zoo/resnetv1b.py`` / ``cifarresnet.py`` / ``se_resnet.py`` loaded as standalone
 modules (GluonCV's package ``__init__`` needs more than MXNet), sets every parameter and BatchNorm
 statistic to seeded non-trivial values, and writes:
@@ -29,6 +30,7 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
+from mxnet.gluon.model_zoo import vision
 
 CLASSES = 10
 
@@ -75,6 +77,13 @@ def nets():
         "small_v1d": (lambda: R(Bottle, small, classes=CLASSES, deep_stem=True, avg_down=True, name_prefix="resnetv1d_"), (33, 97)),
         "cifar_resnet20_v1": (lambda: cifar.CIFARResNetV1(cifar.CIFARBasicBlockV1, [3, 3, 3], [16, 16, 32, 64]), (32, 33)),
         "cifar_resnet20_v2": (lambda: cifar.CIFARResNetV2(cifar.CIFARBasicBlockV2, [3, 3, 3], [16, 16, 32, 64]), (32, 33)),
+        "cifar_resnet56_v2": (lambda: cifar.CIFARResNetV2(cifar.CIFARBasicBlockV2, [9, 9, 9], [16, 16, 32, 64]), (32,)),
+        # Gluon's own thumbnail nets (mxnet.gluon.model_zoo.vision): the bare 3x3/1 stem conv; V2 projects the
+        # pre-activated input, where GluonCV's CIFAR V2 projects the raw one (the same save_parameters names).
+        "thumb_resnet18_v1": (lambda: vision.get_resnet(1, 18, thumbnail=True, classes=CLASSES), (32, 33)),
+        "thumb_small_v2": (
+            lambda: vision.ResNetV2(vision.BottleneckV2, [1, 2, 1, 1], [64, 256, 512, 1024, 2048], thumbnail=True,
+                                    classes=CLASSES), (32, 33)),
         "resnet50_v1b_gn": (
             lambda: R(Bottle, small, classes=CLASSES, norm_layer=GroupNorm, name_prefix="resnetv1b_"), (64,)),
         "se_resnet18_v1": (lambda: se.SE_ResNetV1(se.SE_BasicBlockV1, [2, 2, 2, 2], [64, 64, 128, 256, 512], classes=CLASSES), (64,)),
