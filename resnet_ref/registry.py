@@ -85,6 +85,17 @@ for _d in (18, 34, 50, 101, 152):
     )
 
 for _d in (18, 34, 50, 101, 152):
+    # Gluon's get_resnet(version, depth, thumbnail=True): the 7x7 stem, its BN-ReLU and max pool become one
+    # bare 3x3/1 conv (for small inputs); everything else is resnetN_v1 / resnetN_v2.
+    for _v in ("v1", "v2"):
+        register_arch(
+            f"resnet{_d}_{_v}_thumbnail",
+            _ARCHS[f"resnet{_d}_{_v}"].spec.replace(stem="3x3", stem_norm="none", stem_pool="none"),
+            "gluon",
+            f"Gluon model zoo {_v.upper()} with thumbnail=True: a bare 3x3/1 stem conv, no BN-ReLU, no max pool",
+        )
+
+for _d in (18, 34, 50, 101, 152):
     # GluonCV ResNetV1b is torchvision's layout (stride in the 3x3, no biases): an alias.
     register_arch(f"resnet{_d}_v1b", _standard(_d), "gluoncv", f"GluonCV ResNetV1b: the same network as resnet{_d}")
 

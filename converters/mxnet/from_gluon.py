@@ -21,7 +21,7 @@ from resnet_port.converters.mxnet.shared import check_arch, check_shapes, metada
 from resnet_port.converters.names import MAX_POOL_3X3_2, LayoutConventions, skeleton_from_names
 from resnet_port.converters.skeleton import SourceTensor
 from resnet_port.errors import ConversionError
-from resnet_port.resnet_ref import ResNetSpec, get_spec, list_archs
+from resnet_port.resnet_ref import ResNetSpec, find_arch, get_spec, list_archs
 
 GLUON_BN_EPS = 1e-5  # gluon.nn.BatchNorm's epsilon, which the model zoo keeps everywhere
 
@@ -43,14 +43,16 @@ def gluon_conventions(version: str, stem: gluon_names.GluonStem | None = None, v
     )
 
 
-def gluon_reading(path: Path, version: str, names: list[str], arch: str | None) -> tuple[LayoutConventions, bool]:
-    """(conventions, GluonCV CIFAR net?) of a structural-name file, from where its first stage sits.
+def gluon_readings(path: Path, version: str, names: list[str]) -> list[tuple[LayoutConventions, bool]]:
+    """The readings of a structural-name file, each (conventions, GluonCV CIFAR net?), from where its
+    first stage sits; most files have one.
 
     A V2 file whose stages start at features.2 was built by GluonCV's CIFARResNetV2 or by Gluon's
     ResNetV2(thumbnail=True): the names are the same, the projections are not (CIFAR projects the
-    raw block input, the model zoo the pre-activated one).  Basic blocks are read as GluonCV's (the
-    CIFAR nets are the published ones), bottlenecks as the model zoo's (GluonCV's CIFAR nets have
-    none); ``--arch`` naming a spec of the other kind picks that one.
+    raw block input, the model zoo the pre-activated one).  Both readings are returned, the likelier
+    first: GluonCV's for basic blocks (its CIFAR nets are the published ones), the model zoo's for
+    bottlenecks (GluonCV's CIFAR nets have none).  `convert_gluon_parameters` takes the one ``--arch``
+    or the registry names, else the first.
     """
     first = gluon_names.first_stage(names)
     stem = gluon_names.gluon_stem(version, first)
@@ -60,14 +62,12 @@ def gluon_reading(path: Path, version: str, names: list[str], arch: str | None) 
             f"{path}: the first stage of this Gluon ResNet {version.upper()} file is features.{first}; its classes start "
             f"their stages at {known}"
         )
-    cifar = (version, first) in (("v1", 2), ("v2", 2))
-    reads = "preactivated"
-    if (version, first) == ("v2", 2):
-        bottleneck = any(re.match(r"^features\.\d+\.\d+\.conv3\.", n) for n in names)
-        wanted = get_spec(arch).v2_shortcut_input if arch else None
-        cifar = wanted == "block_input" if wanted else not bottleneck
-        reads = "block_input" if cifar else "preactivated"
-    return gluon_conventions(version, stem, reads), cifar
+    if (version, first) != ("v2", 2):
+        return [(gluon_conventions(version, stem), (version, first) == ("v1", 2))]
+    cifar = (gluon_conventions(version, stem, "block_input"), True)
+    thumbnail = (gluon_conventions(version, stem, "preactivated"), False)
+    bottleneck = any(re.match(r"^features\.\d+\.\d+\.conv3\.", n) for n in names)
+    return [thumbnail, cifar] if bottleneck else [cifar, thumbnail]
 
 
 def gluoncv_conventions() -> LayoutConventions:
@@ -147,18 +147,26 @@ def convert_gluon_parameters(
         target: SourceTensor(params[source], legacy_names[source] if legacy_names else source)
         for target, source in mapped.items()
     }
-    conventions, cifar = gluon_reading(path, version, names, arch)
-    skeleton = skeleton_from_names(tensors, str(path), conventions)
-    report = ConversionReport("mxnet", [path.name])
-    spec, state_dict, report = build(skeleton, report)
+    readings = gluon_readings(path, version, names)
+    built = []
+    for conventions, cifar in readings:
+        report = ConversionReport("mxnet", [path.name])
+        spec, state_dict, report = build(skeleton_from_names(tensors, str(path), conventions), report)
+        built.append((spec, state_dict, report, conventions, cifar))
+    # Several readings (the CIFAR / thumbnail V2 layout): the one --arch names, else a registered one, else the first.
+    wanted = get_spec(arch) if arch else None
+    chosen = next((b for b in built if wanted is not None and b[0] == wanted.replace(num_classes=b[0].num_classes)), None)
+    chosen = chosen or next((b for b in built if wanted is None and find_arch(b[0])), built[0])
+    spec, state_dict, report, conventions, cifar = chosen
     name = check_arch(spec, arch, str(path), "names and shapes")
     report.arch = name
     name_or_closest(spec, report)
     check_shapes(path, spec, state_dict, name)
-    if conventions.layout.startswith("GluonCV CIFARResNetV2 /"):
+    if len(built) > 1:
+        other = "a cifar_resnetN_v2" if not cifar else "a resnetN_v2_thumbnail"
         report.notes.append(
             f"read as {'GluonCV CIFARResNetV2 (projections of the raw block input)' if cifar else 'Gluon ResNetV2(thumbnail=True) (projections of the pre-activated input)'}: "
-            "the two classes save the same names; --arch picks the other"
+            f"the two classes save the same names; --arch {other} name picks the other"
         )
     details = {
         "format": "gluon save_params (legacy)" if legacy_names else "gluon save_parameters",
@@ -181,5 +189,5 @@ def gluon_version_or_fail(path: Path, names: list[str]) -> str:
 
 
 __all__ = [
-    "convert_gluon_parameters", "convert_gluoncv_parameters", "gluon_conventions", "gluon_reading", "gluoncv_conventions",
+    "convert_gluon_parameters", "convert_gluoncv_parameters", "gluon_conventions", "gluon_readings", "gluoncv_conventions",
 ]

@@ -121,6 +121,9 @@ def test_deep_stem_width_and_avg_down_are_read_not_assumed(cache: Path) -> None:
 
 def test_registry_names() -> None:
     names = set(list_archs())
+    for d in (20, 56, 110):
+        assert {f"cifar_resnet{d}_v1", f"cifar_resnet{d}_v2"} <= names
+        assert get_spec(f"cifar_resnet{d}_v1").depth == d and get_spec(f"cifar_resnet{d}_v2").num_classes == 10
     for d in (18, 34, 50, 101, 152):
         assert get_spec(f"resnet{d}_v1b") == get_spec(f"resnet{d}")  # the alias: torchvision's layout
     for d in (50, 101, 152):
@@ -199,25 +202,28 @@ CIFAR_FAMILY = {
     "cifar_resnet20_v1": ("cifar_resnet20_v1", "bn", "preactivated", 20),
     "cifar_resnet20_v2": ("cifar_resnet20_v2", "none", "block_input", 20),
     "cifar_resnet56_v2": ("cifar_resnet56_v2", "none", "block_input", 56),
-    "thumb_resnet18_v1": (None, "none", "preactivated", 18),
+    "thumb_resnet18_v1": ("resnet18_v1_thumbnail", "none", "preactivated", 18),
+    "thumb_resnet18_v2": ("resnet18_v2_thumbnail", "none", "preactivated", 18),
     "thumb_small_v2": (None, "none", "preactivated", None),
 }
+CIFAR_FILES = {**FILES, "save_params": "{n}-legacy.params"}  # the pre-1.3 format: stage1_conv0_weight, ...
 
 
-@pytest.mark.parametrize("fmt", sorted(FILES))
+@pytest.mark.parametrize("fmt", sorted(CIFAR_FILES))
 @pytest.mark.parametrize("name", sorted(CIFAR_FAMILY))
 def test_cifar_and_thumbnail_nets_match_mxnet(cache: Path, name: str, fmt: str) -> None:
     """Both formats of each net: the stem GluonCV/Gluon built (conv-BN without ReLU, or the bare conv), the
     projections of the raw (CIFAR V2) or pre-activated (model zoo V2) input, MXNet's logits within 1e-5."""
     registered, stem_norm, reads, depth = CIFAR_FAMILY[name]
-    conversion = convert_mxnet(cache / name / FILES[fmt].format(n=name))
+    conversion = convert_mxnet(cache / name / CIFAR_FILES[fmt].format(n=name))
     spec = conversion.spec
     assert (spec.stem, spec.stem_pool, spec.stem_norm, spec.v2_shortcut_input) == ("3x3", "none", stem_norm, reads)
     if depth:
         assert spec.depth == depth
     if registered:
         # the fixtures' input BN has a non-zero beta (MXNet applies it): folded, so the registered name holds
-        assert conversion.metadata.arch == registered and get_spec(registered) == spec
+        assert conversion.metadata.arch == registered and get_spec(registered, spec.num_classes) == spec
+    if name.startswith("cifar_"):
         assert conversion.metadata.preprocessing.crop == 32 and conversion.metadata.preprocessing.mean[0] == 0.4914
     model = model_of(conversion)
     for size in _sizes(cache, name):
@@ -225,7 +231,7 @@ def test_cifar_and_thumbnail_nets_match_mxnet(cache: Path, name: str, fmt: str) 
         _close(np.load(cache / name / f"logits_{size}.npy"), logits_of(model, x))
 
 
-@pytest.mark.parametrize("name", ["cifar_resnet20_v1", "cifar_resnet20_v2", "thumb_resnet18_v1", "thumb_small_v2"])
+@pytest.mark.parametrize("name", ["cifar_resnet20_v1", "cifar_resnet20_v2", "thumb_resnet18_v1", "thumb_resnet18_v2", "thumb_small_v2"])
 def test_gluon_referee_follows_each_class(cache: Path, name: str) -> None:
     """The float64 referee of save_parameters files (GluonCV's CIFAR classes, the model zoo's thumbnail
     ones), against MXNet itself; reading a CIFAR V2 file with the model zoo's projections must fail."""
@@ -252,16 +258,22 @@ def test_cifar_v2_projection_and_v1_stem_relu_matter(cache: Path) -> None:
         assert np.abs(logits_of(model.eval(), x) - reference).max() > 100 * TOLERANCE * np.abs(reference).max(), name
 
 
-def test_thumbnail_v2_basic_file_needs_arch_to_leave_the_cifar_reading(cache: Path, tmp_path: Path) -> None:
-    """A V2 basic-block file with the bare 3x3 stem is read as GluonCV's CIFARResNetV2 (the published
-    nets), and the report says how to pick the model zoo's thumbnail reading; a bottleneck one (GluonCV's
-    CIFAR nets have none) is read as the model zoo's."""
-    conversion = convert_mxnet(cache / "cifar_resnet20_v2" / "cifar_resnet20_v2.params")
-    assert any("--arch picks the other" in note for note in conversion.report.notes)
-    assert conversion.metadata.source.details["gluon_class"] == "GluonCV CIFARResNetV2"
-    thumb = convert_mxnet(cache / "thumb_small_v2" / "thumb_small_v2.params")
-    assert thumb.spec.v2_shortcut_input == "preactivated" and thumb.spec.block == "bottleneck"
+def test_cifar_v2_and_thumbnail_v2_files_are_told_apart(cache: Path) -> None:
+    """GluonCV's CIFARResNetV2 and Gluon's ResNetV2(thumbnail=True) save the same names; their projections
+    differ.  Each file takes the reading the registry knows (cifar_resnet20_v2, resnet18_v2_thumbnail), a
+    bottleneck file the model zoo's (GluonCV's CIFAR nets have none), and the report says so; --arch naming
+    the other network is refused, since neither reading is that network."""
+    cifar = convert_mxnet(cache / "cifar_resnet20_v2" / "cifar_resnet20_v2.params")
+    assert cifar.metadata.source.details["gluon_class"] == "GluonCV CIFARResNetV2"
+    assert any("the two classes save the same names" in note for note in cifar.report.notes)
+    thumb = convert_mxnet(cache / "thumb_resnet18_v2" / "thumb_resnet18_v2.params")
+    assert thumb.spec.v2_shortcut_input == "preactivated" and thumb.metadata.arch == "resnet18_v2_thumbnail"
     assert thumb.metadata.preprocessing.crop == 224  # Gluon's model zoo: ImageNet transforms
+    bottleneck = convert_mxnet(cache / "thumb_small_v2" / "thumb_small_v2.params")
+    assert bottleneck.spec.v2_shortcut_input == "preactivated" and bottleneck.spec.block == "bottleneck"
+    assert convert_mxnet(cache / "thumb_resnet18_v2" / "thumb_resnet18_v2.params", arch="resnet18_v2_thumbnail").metadata.arch
+    with pytest.raises(Exception, match="not --arch resnet18_v2_thumbnail"):
+        convert_mxnet(cache / "cifar_resnet20_v2" / "cifar_resnet20_v2.params", arch="resnet18_v2_thumbnail")
 
 
 def test_v2_input_bn_beta_is_folded_exactly(cache: Path) -> None:

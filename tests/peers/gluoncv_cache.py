@@ -17,7 +17,8 @@ from tests.peers.fixture_cache import PEERS_DIR, FixtureCache
 # The nets make_gluoncv_fixtures.py writes (kept in step with it).
 MODELS = (
     "resnet18_v1b", "resnet50_v1b", "resnet50_v1c", "resnet50_v1d", "resnet50_v1e", "resnet50_v1s", "small_v1d",
-    "cifar_resnet20_v1", "cifar_resnet20_v2", "cifar_resnet56_v2", "thumb_resnet18_v1", "thumb_small_v2",
+    "cifar_resnet20_v1", "cifar_resnet20_v2", "cifar_resnet56_v2", "thumb_resnet18_v1", "thumb_resnet18_v2",
+    "thumb_small_v2",
     "resnet50_v1b_gn", "se_resnet18_v1",
 )
 

@@ -8,6 +8,7 @@ modules (GluonCV's package ``__init__`` needs more than MXNet), sets every param
 statistic to seeded non-trivial values, and writes:
 
 - ``NAME.params``                    net.save_parameters (structural names: conv1.0.weight, ...)
+- ``NAME-legacy.params``             net.save_params (CIFAR and thumbnail nets: stage1_conv0_weight, ...)
 - ``NAME-symbol.json``, ``NAME-0000.params``   net.export (arg:/aux: names with the graph)
 - ``input_S.npy``, ``logits_S.npy``  inputs (seeded normal, batch 2) and MXNet's logits, per size S
 
@@ -81,6 +82,7 @@ def nets():
         # Gluon's own thumbnail nets (mxnet.gluon.model_zoo.vision): the bare 3x3/1 stem conv; V2 projects the
         # pre-activated input, where GluonCV's CIFAR V2 projects the raw one (the same save_parameters names).
         "thumb_resnet18_v1": (lambda: vision.get_resnet(1, 18, thumbnail=True, classes=CLASSES), (32, 33)),
+        "thumb_resnet18_v2": (lambda: vision.get_resnet(2, 18, thumbnail=True, classes=CLASSES), (32,)),
         "thumb_small_v2": (
             lambda: vision.ResNetV2(vision.BottleneckV2, [1, 2, 1, 1], [64, 256, 512, 1024, 2048], thumbnail=True,
                                     classes=CLASSES), (32, 33)),
@@ -134,6 +136,9 @@ def main() -> None:
             np.save(folder / f"logits_{size}.npy", logits)
             files += [f"input_{size}.npy", f"logits_{size}.npy"]
         net.save_parameters(str(folder / f"{name}.params"))
+        if name.startswith(("cifar_", "thumb_")):  # the pre-1.3 format too: prefix-stripped scoped names
+            net.save_params(str(folder / f"{name}-legacy.params"))
+            files.append(f"{name}-legacy.params")
         net.hybridize()
         net(mx.nd.array(np.zeros((1, 3, sizes[0], sizes[0]), np.float32)))
         net.export(str(folder / name))
