@@ -121,6 +121,9 @@ def test_gluon_v2_input_bn_keeps_a_nonzero_beta(cache: Path) -> None:
     assert "folded exactly" in " ".join(conversion.report.notes)
     x, reference = np.load(folder / "input.npy"), np.load(folder / "logits_mxnet_variant_databeta.npy")
     assert_parity(reference, logits_of(model_of(conversion), x))
+    by_arch = convert_mxnet(path, arch="resnet18_v2")  # --arch resnetN_v2, as a user asks for it
+    assert by_arch.spec == conversion.spec
+    assert torch.equal(by_arch.state_dict["data_bn.running_mean"], conversion.state_dict["data_bn.running_mean"])
     params = read_ndarray_file(path)
     dropped = dict(conversion.state_dict, **{"data_bn.running_mean": torch.from_numpy(params["features.0.running_mean"])})
     wrong = build_model(conversion.spec)
