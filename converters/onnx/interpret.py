@@ -68,8 +68,13 @@ def _max_pool(layer: MaxPoolLayer, x: torch.Tensor) -> torch.Tensor:
 def _avg_pool(layer: AvgPoolLayer, x: torch.Tensor) -> torch.Tensor:
     if layer.kernel is None:
         return x.mean(dim=(2, 3), keepdim=layer.keepdims)
-    x, padding = _padded(x, layer.pads)
-    return F.avg_pool2d(x, layer.kernel, layer.stride, padding, count_include_pad=False)
+    if layer.count_include_pad and any(layer.pads):
+        # ONNX count_include_pad=1: the zero padding counts in every window's divisor
+        x, padding = F.pad(x, (layer.pads[1], layer.pads[3], layer.pads[0], layer.pads[2])), (0, 0)
+    else:
+        x, padding = _padded(x, layer.pads)
+    # ceil_mode: a last, partial window is divided by the cells it covers (as onnxruntime and torch do)
+    return F.avg_pool2d(x, layer.kernel, layer.stride, padding, ceil_mode=layer.ceil_mode, count_include_pad=False)
 
 
 def _add(layer: AddLayer, *inputs: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,8 @@ class AvgPoolLayer(Layer):
     stride: tuple[int, int] = (1, 1)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     keepdims: bool = True
+    ceil_mode: bool = False  # sizes rounded up (the avg-down shortcut's pool); the head pool must not
+    count_include_pad: bool = False
 
 
 @dataclass(frozen=True)
@@ -336,14 +338,16 @@ def read_reduce_mean(node: Node, graph: OnnxGraph) -> AvgPoolLayer:
 
 @onnx_op("AveragePool")
 def read_average_pool(node: Node, graph: OnnxGraph) -> AvgPoolLayer:
-    if _int(node, graph, "ceil_mode", 0):
-        raise ConversionError(f"{graph.where(node)}: ceil_mode=1 average pooling, expected floor rounding")
+    # ceil_mode=1 is read, not refused: PyTorch exports the avg-down shortcut's
+    # AvgPool2d(ceil_mode=True, count_include_pad=False) so; the recogniser decides where it fits.
     return AvgPoolLayer(
         node,
         _data(node, graph),
         kernel=_pair(node, graph, "kernel_shape", (0, 0)),
         stride=_pair(node, graph, "strides", (1, 1)),
         pads=_pads(node, graph),
+        ceil_mode=bool(_int(node, graph, "ceil_mode", 0)),
+        count_include_pad=bool(_int(node, graph, "count_include_pad", 0)),
     )
 
 

@@ -71,6 +71,7 @@ class Block:
     shortcut_conv: ConvLayer | None
     shortcut_bn: BatchNormLayer | None  # None also where a v1 projection's BN was folded into its conv
     first: Node  # the node errors about this block name
+    shortcut_pool: AvgPoolLayer | None = None  # the avg-down shortcut's pool before its conv
 
     @property
     def in_channels(self) -> int:
@@ -91,8 +92,7 @@ class Recognised:
     """The ResNet found in the graph, layer by layer, before it becomes a spec."""
 
     input_bn: BatchNormLayer | None
-    stem_conv: ConvLayer
-    stem_bn: BatchNormLayer | None
+    stem: list[tuple[ConvLayer, BatchNormLayer | None]]  # one conv, or three (the deep stem); BN None: folded
     stem_pool: MaxPoolLayer | None
     blocks: list[Block]
     final_bn: BatchNormLayer | None
@@ -252,10 +252,36 @@ def _match_body(
     raise walker.fail(node, "a residual block body should be conv-BN-ReLU-conv-BN (basic) or three convs (bottleneck)")
 
 
+def _avg_down_pool(walker: _Walker, users: list[Layer]) -> tuple[AvgPoolLayer | None, list[Layer]]:
+    """The avg-down shortcut's pool among a block input's readers (timm ``*d``, mmcls V1d), and the
+    conv it feeds.  It must be the reference's AvgPool2d(k, k, ceil_mode=True, count_include_pad=False):
+    kernel = stride, no padding, sizes rounded up (with no padding, count_include_pad changes nothing)."""
+    pools = [u for u in users if isinstance(u, AvgPoolLayer)]
+    if not pools:
+        return None, []
+    pool = pools[0]
+    if len(pools) > 1:
+        raise walker.fail(pools[1].node, "a second average pool reads the block input")
+    ok = pool.kernel is not None and pool.kernel == pool.stride and pool.kernel[0] == pool.kernel[1]
+    ok = ok and pool.pads == (0, 0, 0, 0) and (pool.ceil_mode or pool.kernel == (1, 1))
+    if not ok:
+        raise walker.fail(
+            pool.node,
+            "the avg-down shortcut's pool should be kernel = stride, no padding, ceil_mode=1 (the reference's "
+            f"AvgPool2d(ceil_mode=True, count_include_pad=False)); found kernel {pool.kernel}, strides {pool.stride}, "
+            f"pads {list(pool.pads)}, ceil_mode {int(pool.ceil_mode)}",
+        )
+    readers = walker.users(pool.output)
+    if len(readers) != 1 or not isinstance(readers[0], ConvLayer):
+        raise walker.fail((readers or [pool])[0].node, "the avg-down shortcut's pool should feed one 1x1 conv")
+    return pool, readers
+
+
 def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
     users = walker.users(x)
-    convs = [u for u in users if isinstance(u, ConvLayer)]
-    others = [u for u in users if not isinstance(u, (ConvLayer, AddLayer))]
+    pool, pooled = _avg_down_pool(walker, users)
+    convs = [u for u in users if isinstance(u, ConvLayer)] + pooled
+    others = [u for u in users if not isinstance(u, (ConvLayer, AddLayer, AvgPoolLayer))]
     if others:
         raise walker.fail(others[0].node, "expected a conv (block body or projection) or the residual Add here")
     identity_adds = [u for u in users if isinstance(u, AddLayer)]
@@ -283,14 +309,16 @@ def _block_v1(walker: _Walker, x: str) -> tuple[Block, str]:
     else:
         _expect(walker, identity_adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    projection = [layer for layer in (shortcut_conv, shortcut_bn) if layer is not None]
+    if pool is not None and shortcut_conv is not pooled[0]:
+        raise walker.fail(pool.node, "the avg-down pool should feed the projection, not the block body")
+    projection = [layer for layer in (pool, shortcut_conv, shortcut_bn) if layer is not None]
     _close_block(walker, add, body, other, projection)
     walker.visit(add)
     relu = walker.only_user(add.output, ReluLayer, "the ReLU after the residual sum (post-activation block)")
     bodies_convs = [layer for layer in body if isinstance(layer, ConvLayer)]
     # one BN slot after each conv; None where it was folded into the conv
     bns = [slot for slot, k in zip(slots, V1_BODIES[kind]) if k is BatchNormLayer]
-    block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node)
+    block = Block("v1", kind, bodies_convs, bns, shortcut_conv, shortcut_bn, body[0].node, pool)
     return block, relu.output
 
 
@@ -388,6 +416,47 @@ def _next_is_head_v2(walker: _Walker, x: str) -> bool:
     return len(after) == 1 and isinstance(after[0], AvgPoolLayer)
 
 
+def _stem(walker: _Walker, conv: ConvLayer) -> tuple[list[tuple[ConvLayer, BatchNormLayer | None]], ReluLayer]:
+    """The stem from its first conv: conv [BN] ReLU, once (7x7/2 or 3x3/1) or three times (the deep stem
+    of timm's ``*d``/``*s``/``*t`` and mmcls's V1c/V1d nets: 3x3/2, 3x3, 3x3).  A stem ReLU whose one
+    reader is another conv continues the stem: a block's input always has two readers (its body and its
+    shortcut), or a max pool.  A BN may have been folded into its conv by the exporter."""
+    units: list[tuple[ConvLayer, BatchNormLayer | None]] = []
+    while True:
+        if not units:
+            if conv.kernel == (7, 7):
+                _check_conv(walker, conv, 7, 2, "the 7x7 stem conv")
+            else:
+                _check_conv(walker, conv, 3, None, "the stem conv (7x7/2, 3x3/1, or the deep stem's 3x3/2)")
+        else:
+            _check_conv(walker, conv, 3, 1, f"deep stem conv {len(units) + 1}")
+        after = walker.only_user(conv.output, (BatchNormLayer, ReluLayer), "the stem BatchNorm (or its ReLU)")
+        bn = after if isinstance(after, BatchNormLayer) else None  # None: folded into the stem conv
+        if bn is not None:
+            _check_bn(walker, bn, conv.out_channels, "the stem BatchNorm")
+            relu = walker.only_user(bn.output, ReluLayer, "the stem ReLU")
+        else:
+            relu = after
+        units.append((conv, bn))
+        readers = walker.users(relu.output)
+        if len(units) < 3 and len(readers) == 1 and isinstance(readers[0], ConvLayer):
+            conv = walker.visit(readers[0])
+            continue
+        break
+    first = units[0][0]
+    if len(units) == 3:
+        _expect(walker, first.stride[0] == 2, first.node, "the deep stem's first conv should have stride 2")
+    elif len(units) == 1:
+        _expect(walker, first.kernel == (7, 7) or first.stride[0] == 1, first.node, "a one-conv 3x3 stem should have stride 1")
+    else:  # two convs: whatever reads the second ReLU is the first misfit
+        after = walker.users(relu.output)
+        raise walker.fail(
+            (after or [relu])[0].node,
+            "expected the deep stem's third conv, or a residual block body after a one-conv stem, here",
+        )
+    return units, relu
+
+
 def recognise(graph: OnnxGraph) -> Recognised:
     """Walk ``graph`` from its input to its output; raise naming the first node that does not fit."""
     walker = _Walker(graph)
@@ -398,20 +467,9 @@ def recognise(graph: OnnxGraph) -> Recognised:
     if isinstance(first, BatchNormLayer):
         input_bn = first
         first = walker.only_user(first.output, ConvLayer, "the stem conv after the input BatchNorm")
-    stem_conv = first
-    if stem_conv.kernel == (7, 7):
-        _check_conv(walker, stem_conv, 7, 2, "the 7x7 stem conv")
-    else:
-        _check_conv(walker, stem_conv, 3, 1, "the stem conv (7x7/2, or 3x3/1)")
+    stem, stem_relu = _stem(walker, first)
     if input_bn is not None:
-        _check_bn(walker, input_bn, stem_conv.in_channels, "the input BatchNorm")
-    after = walker.only_user(stem_conv.output, (BatchNormLayer, ReluLayer), "the stem BatchNorm (or its ReLU)")
-    stem_bn = after if isinstance(after, BatchNormLayer) else None  # None: folded into the stem conv
-    if stem_bn is not None:
-        _check_bn(walker, stem_bn, stem_conv.out_channels, "the stem BatchNorm")
-        stem_relu = walker.only_user(stem_bn.output, ReluLayer, "the stem ReLU")
-    else:
-        stem_relu = after
+        _check_bn(walker, input_bn, stem[0][0].in_channels, "the input BatchNorm")
     x = stem_relu.output
     stem_pool = None
     if any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
@@ -438,6 +496,7 @@ def recognise(graph: OnnxGraph) -> Recognised:
         raise walker.fail(walker.users(x)[0].node, "expected residual blocks after the stem")
 
     head_pool = walker.only_user(x, AvgPoolLayer, "the average pool of the head")
+    _expect(walker, not head_pool.ceil_mode, head_pool.node, "ceil_mode=1 average pooling in the head, expected floor rounding")
     x = head_pool.output
     head_nodes = []
     while True:
@@ -468,8 +527,7 @@ def recognise(graph: OnnxGraph) -> Recognised:
         raise walker.fail(unvisited[0], "lies off the ResNet's path from the input to the logits")
     return Recognised(
         input_bn=input_bn,
-        stem_conv=stem_conv,
-        stem_bn=stem_bn,
+        stem=stem,
         stem_pool=stem_pool,
         blocks=blocks,
         final_bn=final_bn,
@@ -510,7 +568,7 @@ def folded_eps(found: Recognised) -> float:
 
 
 def _all_bns(found: Recognised) -> list[BatchNormLayer | None]:
-    bns = [found.input_bn, found.stem_bn, found.final_bn]
+    bns = [found.input_bn, found.final_bn] + [bn for _, bn in found.stem]
     for block in found.blocks:
         bns += list(block.bns)
         if block.residual == "v1" and block.shortcut_conv is not None:
@@ -520,7 +578,7 @@ def _all_bns(found: Recognised) -> list[BatchNormLayer | None]:
 
 def folded_count(found: Recognised) -> int:
     """How many BN slots of the reference the graph has folded into convs (identity BNs)."""
-    slots = [found.stem_bn] + [bn for block in found.blocks for bn in block.bns]
+    slots = [bn for _, bn in found.stem] + [bn for block in found.blocks for bn in block.bns]
     slots += [block.shortcut_bn for block in found.blocks if block.residual == "v1" and block.shortcut_conv is not None]
     return sum(bn is None for bn in slots)
 
@@ -575,7 +633,10 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
         if block.shortcut_conv is not None:
             conv = _conv(graph, block.shortcut_conv)
             bn = _bn_after(block.shortcut_bn, conv, eps) if block.residual == "v1" else _bn(block.shortcut_bn)
-            shortcut = Shortcut("conv", conv, bn, conv.stride[0])
+            if block.shortcut_pool is not None:
+                shortcut = Shortcut("avgpool_conv", conv, bn, block.shortcut_pool.stride[0])
+            else:
+                shortcut = Shortcut("conv", conv, bn, conv.stride[0])
         blocks.append(SkeletonBlock(label=block.first.label, residual=block.residual, body=body, shortcut=shortcut))
     linear = found.linear
     bias = SourceTensor(linear.bias, linear.bias_source) if linear.bias is not None else None
@@ -586,11 +647,14 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
                 f"{graph.where(found.bias_add.node)}: bias of {constant.shape[0]} values for {linear.weight.shape[0]} classes"
             )
         bias = SourceTensor(constant, graph.source_name(next(n for n in found.bias_add.node.inputs if n in graph.initializers)))
-    stem_conv = _conv(graph, found.stem_conv)
+    stem = []
+    for conv_layer, bn_layer in found.stem:
+        conv = _conv(graph, conv_layer)
+        stem.append(ConvBN(conv, _bn_after(bn_layer, conv, eps)))
     return Skeleton(
         where=str(graph.path),
         input_bn=_bn(found.input_bn),
-        stem=[ConvBN(stem_conv, _bn_after(found.stem_bn, stem_conv, eps))],
+        stem=stem,
         stem_pool=_pool(found.stem_pool, "max") if found.stem_pool is not None else None,
         blocks=blocks,
         final_bn=_bn(found.final_bn),
