@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
     parser.add_argument(
         "--rtol", type=float, default=DEFAULT_RTOL,
-        help=f"'equivalent' when max |logit diff| <= RTOL * max |logit| (default {DEFAULT_RTOL:g})",
+        help=f"'equivalent' when max |logit diff| <= RTOL * max |logit| and every top-1 agrees (default {DEFAULT_RTOL:g})",
     )
     parser.add_argument(
         "--layers", choices=LAYER_MODES, default="blocks",

@@ -15,7 +15,7 @@ import torch
 
 from resnet_port.audit.inputs import InputSet
 from resnet_port.audit.sources import Side
-from resnet_port.parity import compare_logits, spec_differences
+from resnet_port.parity import compare_logits, spec_differences, within_tolerance
 from resnet_port.resnet_ref import ResNetSpec, build_model
 
 # A tensor whose largest difference is at most this fraction of its largest value is "close".
@@ -150,6 +150,11 @@ class OutputComparison:
         if not self.comparable:
             return float("inf")
         return float(compare_logits(self.logits_a, self.logits_b)["max_rel_diff"])
+
+    def agrees(self, rtol: float) -> bool:
+        """The converters' pass rule (`resnet_port.parity.within_tolerance`): max |diff| <= rtol x max |logit|
+        and the same top-1 on every input, so that a near-tie flipped by the port is not "equivalent"."""
+        return self.comparable and within_tolerance(compare_logits(self.logits_a, self.logits_b), rtol)
 
     def to_dict(self) -> dict[str, Any]:
         """``comparable`` and, when they are, the parity record of `resnet_port.parity` (A the reference)."""

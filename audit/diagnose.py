@@ -162,7 +162,7 @@ def audit(
         return result
     if comparison.logits_a is None:
         result.notes.append(f"side A does not run ({a.problems}): without its outputs no cause can be confirmed")
-    if comparison.discrepancy <= rtol:
+    if comparison.agrees(rtol):
         result.verdict = "equivalent"
         for key in CAUSE_KEYS:
             finding = _signature(key, a, b)

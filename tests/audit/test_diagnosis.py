@@ -284,3 +284,21 @@ def test_unexplained_difference_names_nothing(tmp_path, run_audit):
     code, report = run_audit(a, b)
     assert (code, report["verdict"], report["causes"]) == (1, "different", [])
     assert report["top1_agreement"] < 1.0 or report["max_abs_diff"] > 0.1
+
+
+def test_a_flipped_near_tie_is_different_not_equivalent(tmp_path, run_audit):
+    """The verdict uses the converters' pass rule: within tolerance *and* the same top-1.  With the fc
+    weights zeroed every image gets the bias as logits; B swaps a near-tie (gap 1e-7 of the largest
+    logit, far inside the tolerance), so every top-1 flips: "different", exit 1."""
+    spec, sd = _base("resnet18")
+    bias = torch.linspace(0.0, 0.5, spec.num_classes)
+    bias[0] = 1.0
+    bias[1] = 1.0 - 1e-7
+    flipped = bias.clone()
+    flipped[0], flipped[1] = bias[1], bias[0]
+    zero = torch.zeros_like(sd["fc.weight"])
+    a = save(tmp_path / "a.pth", spec, dict(sd, **{"fc.weight": zero, "fc.bias": bias}), torch_prep())
+    b = save(tmp_path / "b.pth", spec, dict(sd, **{"fc.weight": zero, "fc.bias": flipped}), torch_prep())
+    code, report = run_audit(a, b)
+    assert report["max_abs_diff"] <= DEFAULT_RTOL and report["top1_agreement"] == 0.0
+    assert (code, report["verdict"]) == (1, "different")
