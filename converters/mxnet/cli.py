@@ -4,10 +4,12 @@
     convert-mxnet resnet-50-0000.params --symbol resnet-50-symbol.json -o r50.pth
     convert-mxnet model.params -o m.pth --logits input.npy logits.npy   # check against MXNet's own logits
     convert-mxnet model.params -o m.pth --no-verify
+    convert-mxnet cifar_resnet20_v1.params -o c20.pth                    # GluonCV CIFAR-10 net
 
 The check (on by default) runs an independent float64 evaluation of the source beside the converted
 model: the symbol graph node by node when there is a symbol JSON, else (Gluon save_parameters files
-hold no graph) the Gluon model-zoo ResNet V1/V2 graph written out from the parameter names.  Other
+hold no graph) the Gluon model-zoo ResNet V1/V2 graph (or GluonCV's CIFAR / ResNetV1b graph) written
+out from the parameter names.  Other
 Gluon layouts need --logits (computed with MXNet) or --no-verify.
 """
 
@@ -30,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convert-mxnet",
         description=(
-            "Convert a Gluon model-zoo ResNet or a GluonCV ResNetV1b/c/d/e/s (save_parameters, save_params or\n"
-            "export files) or a classic MXNet symbolic ResNet (resnet-N-symbol.json + resnet-N-0000.params)\n"
-            "to a reference checkpoint.\n"
+            "Convert a Gluon model-zoo ResNet (thumbnail nets included), a GluonCV ResNetV1b/c/d/e/s or CIFAR\n"
+            "ResNet (cifar_resnetN_v1/_v2) (save_parameters, save_params or export files) or a classic MXNet\n"
+            "symbolic ResNet (resnet-N-symbol.json + resnet-N-0000.params) to a reference checkpoint.\n"
             "MXNet is not needed.  The converted model takes what the source takes: normalised RGB for\n"
             "Gluon, 0-255 RGB for the symbolic models (their data BN normalises inside); the checkpoint\n"
             "metadata says which."
