@@ -9,8 +9,7 @@
 The check (on by default) runs an independent float64 evaluation of the source beside the converted
 model: the symbol graph node by node when there is a symbol JSON, else (Gluon save_parameters files
 hold no graph) the Gluon model-zoo ResNet V1/V2 graph (or GluonCV's CIFAR / ResNetV1b graph) written
-out from the parameter names.  Other
-Gluon layouts need --logits (computed with MXNet) or --no-verify.
+out from the parameter names.  Other Gluon layouts need --logits (computed with MXNet) or --no-verify.
 """
 
 from __future__ import annotations
