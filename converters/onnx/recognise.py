@@ -72,6 +72,7 @@ class Block:
     shortcut_bn: BatchNormLayer | None  # None also where a v1 projection's BN was folded into its conv
     first: Node  # the node errors about this block name
     shortcut_pool: AvgPoolLayer | None = None  # the avg-down shortcut's pool before its conv
+    shortcut_reads: str = "preactivated"  # v2: what the projection reads ("block_input": GluonCV CIFAR)
 
     @property
     def in_channels(self) -> int:
@@ -93,6 +94,7 @@ class Recognised:
 
     input_bn: BatchNormLayer | None
     stem: list[tuple[ConvLayer, BatchNormLayer | None]]  # one conv, or three (the deep stem); BN None: folded
+    stem_relu: bool  # False: the stem ends at its BN (or, BN None, at its conv: no BN to fold there)
     stem_pool: MaxPoolLayer | None
     blocks: list[Block]
     final_bn: BatchNormLayer | None
@@ -346,13 +348,21 @@ def _chain_from(walker: _Walker, first: Layer) -> tuple[list[Layer], AddLayer | 
     return [first] + chain, add, stop
 
 
-def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
+def _block_v2(walker: _Walker, x: str, first: bool = False) -> tuple[Block, str]:
     users = walker.users(x)
+    if first and len(users) == 1 and isinstance(users[0], ReluLayer):
+        # the first block after a bare stem conv, its pre-activation BN folded into that conv by the
+        # exporter (it is the conv's only reader): the ReLU alone remains, the BN becomes the identity
+        return _block_v2_after(walker, x, None, walker.visit(users[0]), [])
     bns = [u for u in users if isinstance(u, BatchNormLayer)]
     adds = [u for u in users if isinstance(u, AddLayer)]
-    others = [u for u in users if not isinstance(u, (BatchNormLayer, AddLayer))]
-    if others:
-        raise walker.fail(others[0].node, "expected the pre-activation BN of a block or the residual Add here")
+    raw = [u for u in users if isinstance(u, ConvLayer)]  # GluonCV's CIFARBasicBlockV2 projects the raw input
+    others = [u for u in users if not isinstance(u, (BatchNormLayer, AddLayer, ConvLayer))]
+    if others or len(raw) > 1 or (raw and adds):
+        raise walker.fail(
+            (others + raw[1:] + adds)[0].node,
+            "expected the pre-activation BN of a block and the residual Add (or one projection conv) here",
+        )
     if len(bns) != 1 or len(adds) > 1:
         raise walker.fail(
             (bns[1:] + adds[1:] + users)[0].node,
@@ -360,6 +370,14 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
         )
     pre_bn = walker.visit(bns[0])
     pre_relu = walker.only_user(pre_bn.output, ReluLayer, "the ReLU of the pre-activation")
+    return _block_v2_after(walker, x, pre_bn, pre_relu, adds, raw)
+
+
+def _block_v2_after(
+    walker: _Walker, x: str, pre_bn: BatchNormLayer | None, pre_relu: ReluLayer, adds: list, raw: list | None = None
+) -> tuple[Block, str]:
+    """The rest of a v2 block from its pre-activation's ReLU (``pre_bn`` None: folded into the stem conv)."""
+    raw = raw or []
     a = pre_relu.output
     a_users = walker.users(a)
     convs = [u for u in a_users if isinstance(u, ConvLayer)]
@@ -373,7 +391,19 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
     body, add, stop = paths[0]
     kind, slots = _match_body(walker, body, V2_BODIES, stop, add)
     shortcut_conv = None
-    if len(paths) == 2:
+    reads = "preactivated"
+    if raw:
+        if len(paths) == 2:
+            raise walker.fail(raw[0].node, "a block that projects both its raw and its pre-activated input")
+        short, short_add, short_stop = _chain_from(walker, raw[0])
+        if short_add is not add or len(short) != 1:
+            raise walker.fail(
+                (short[1:] or [short_stop or short[0]])[0].node,
+                "a projection of the raw block input should be one 1x1 conv meeting the body at its Add",
+            )
+        shortcut_conv, reads = short[0], "block_input"
+        other = shortcut_conv.output
+    elif len(paths) == 2:
         short, short_add, short_stop = paths[1]
         if short_add is not add or len(short) != 1:
             raise walker.fail(
@@ -385,7 +415,7 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
             walker, not adds, adds[0].node if adds else add.node, "a block with a projection also adds its raw input"
         )
         other = shortcut_conv.output
-    else:
+    if shortcut_conv is None:
         _expect(walker, adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
     _close_block(walker, add, body, other, [shortcut_conv] if shortcut_conv else [])
@@ -399,7 +429,8 @@ def _block_v2(walker: _Walker, x: str) -> tuple[Block, str]:
         [pre_bn] + body_bns,
         shortcut_conv,
         None,
-        pre_bn.node,
+        (pre_bn or pre_relu).node,
+        shortcut_reads=reads,
     )
     return block, add.output
 
@@ -416,11 +447,16 @@ def _next_is_head_v2(walker: _Walker, x: str) -> bool:
     return len(after) == 1 and isinstance(after[0], AvgPoolLayer)
 
 
-def _stem(walker: _Walker, conv: ConvLayer) -> tuple[list[tuple[ConvLayer, BatchNormLayer | None]], ReluLayer]:
-    """The stem from its first conv: conv [BN] ReLU, once (7x7/2 or 3x3/1) or three times (the deep stem
-    of timm's ``*d``/``*s``/``*t`` and mmcls's V1c/V1d nets: 3x3/2, 3x3, 3x3).  A stem ReLU whose one
-    reader is another conv continues the stem: a block's input always has two readers (its body and its
-    shortcut), or a max pool.  A BN may have been folded into its conv by the exporter."""
+def _stem(walker: _Walker, conv: ConvLayer) -> tuple[list[tuple[ConvLayer, BatchNormLayer | None]], str, bool]:
+    """The stem from its first conv: (its (conv, BN) pairs, its output tensor, whether a ReLU ends it).
+
+    conv [BN] ReLU, once (7x7/2 or 3x3/1) or three times (the deep stem of timm's ``*d``/``*s``/``*t``
+    and mmcls's V1c/V1d nets: 3x3/2, 3x3, 3x3).  A stem ReLU whose one reader is another conv continues
+    the stem: a block's input always has two readers (its body and its shortcut), or a max pool.  A BN
+    may have been folded into its conv by the exporter.  A one-conv 3x3 stem may also stop early, where
+    its output already feeds the first block's two branches: after its BN (GluonCV's CIFARResNetV1: no
+    ReLU) or after the conv itself (GluonCV's CIFARResNetV2, Gluon's thumbnail nets), including where the
+    conv's only reader is the first v2 block's pre-activation (`_preactivates_first_block`)."""
     units: list[tuple[ConvLayer, BatchNormLayer | None]] = []
     while True:
         if not units:
@@ -430,10 +466,15 @@ def _stem(walker: _Walker, conv: ConvLayer) -> tuple[list[tuple[ConvLayer, Batch
                 _check_conv(walker, conv, 3, None, "the stem conv (7x7/2, 3x3/1, or the deep stem's 3x3/2)")
         else:
             _check_conv(walker, conv, 3, 1, f"deep stem conv {len(units) + 1}")
+        early = not units and conv.kernel == (3, 3) and conv.stride[0] == 1
+        if early and (len(walker.users(conv.output)) > 1 or _preactivates_first_block(walker, conv)):
+            return [(conv, None)], conv.output, False
         after = walker.only_user(conv.output, (BatchNormLayer, ReluLayer), "the stem BatchNorm (or its ReLU)")
         bn = after if isinstance(after, BatchNormLayer) else None  # None: folded into the stem conv
         if bn is not None:
             _check_bn(walker, bn, conv.out_channels, "the stem BatchNorm")
+            if early and len(walker.users(bn.output)) > 1:
+                return [(conv, bn)], bn.output, False
             relu = walker.only_user(bn.output, ReluLayer, "the stem ReLU")
         else:
             relu = after
@@ -454,7 +495,32 @@ def _stem(walker: _Walker, conv: ConvLayer) -> tuple[list[tuple[ConvLayer, Batch
             (after or [relu])[0].node,
             "expected the deep stem's third conv, or a residual block body after a one-conv stem, here",
         )
-    return units, relu
+    return units, relu.output, True
+
+
+def _preactivates_first_block(walker: _Walker, conv: ConvLayer) -> bool:
+    """Whether ``conv -> BN -> ReLU`` is the first v2 block's pre-activation rather than a stem BN-ReLU:
+    the ReLU feeds two convs whose paths meet at one Add, the shorter a bare 1x1 conv (the projection),
+    the longer ending with a conv, and no ReLU follows the Add.  A v1 block after a stem BN-ReLU ends its
+    sum with a ReLU, whether or not the exporter folded its BNs."""
+    readers = walker.users(conv.output)
+    if len(readers) == 1 and isinstance(readers[0], ReluLayer):
+        relus = readers  # the pre-activation BN folded into this conv by the exporter
+    elif len(readers) == 1 and isinstance(readers[0], BatchNormLayer):
+        relus = walker.users(readers[0].output)
+    else:
+        return False
+    if len(relus) != 1 or not isinstance(relus[0], ReluLayer):
+        return False
+    convs = walker.users(relus[0].output)
+    if len(convs) != 2 or not all(isinstance(c, ConvLayer) for c in convs):
+        return False
+    paths = sorted((_chain_from(walker, c) for c in convs), key=lambda p: len(p[0]))
+    (short, short_add, _), (body, add, _) = paths
+    if len(short) != 1 or short_add is None or short_add is not add or not isinstance(body[-1], ConvLayer):
+        return False
+    after = walker.users(add.output)
+    return not (len(after) == 1 and isinstance(after[0], ReluLayer))
 
 
 def recognise(graph: OnnxGraph) -> Recognised:
@@ -467,17 +533,18 @@ def recognise(graph: OnnxGraph) -> Recognised:
     if isinstance(first, BatchNormLayer):
         input_bn = first
         first = walker.only_user(first.output, ConvLayer, "the stem conv after the input BatchNorm")
-    stem, stem_relu = _stem(walker, first)
+    stem, x, stem_relu = _stem(walker, first)
     if input_bn is not None:
         _check_bn(walker, input_bn, stem[0][0].in_channels, "the input BatchNorm")
-    x = stem_relu.output
     stem_pool = None
-    if any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
+    if stem_relu and any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
         stem_pool = walker.only_user(x, MaxPoolLayer, "the stem max pool")
         x = stem_pool.output
 
     # The residual form is read off the first block: v2 reads its input with a BN, v1 with convs.
     residual = "v2" if any(isinstance(u, BatchNormLayer) for u in walker.users(x)) else "v1"
+    if not stem_relu and len(stem) == 1 and stem[0][1] is None and _preactivates_first_block(walker, stem[0][0]):
+        residual = "v2"  # the first block's pre-activation BN is folded into the bare stem conv
     blocks: list[Block] = []
     final_bn = None
     while True:
@@ -490,7 +557,7 @@ def recognise(graph: OnnxGraph) -> Recognised:
             break
         if not users:
             raise walker.fail(walker.producer(x), f"its output '{x}' goes nowhere, expected another block or the head")
-        block, x = (_block_v1 if residual == "v1" else _block_v2)(walker, x)
+        block, x = _block_v1(walker, x) if residual == "v1" else _block_v2(walker, x, first=not blocks and not stem_relu)
         blocks.append(block)
     if not blocks:
         raise walker.fail(walker.users(x)[0].node, "expected residual blocks after the stem")
@@ -528,6 +595,7 @@ def recognise(graph: OnnxGraph) -> Recognised:
     return Recognised(
         input_bn=input_bn,
         stem=stem,
+        stem_relu=stem_relu,
         stem_pool=stem_pool,
         blocks=blocks,
         final_bn=final_bn,
@@ -578,7 +646,8 @@ def _all_bns(found: Recognised) -> list[BatchNormLayer | None]:
 
 def folded_count(found: Recognised) -> int:
     """How many BN slots of the reference the graph has folded into convs (identity BNs)."""
-    slots = [bn for _, bn in found.stem] + [bn for block in found.blocks for bn in block.bns]
+    slots = [bn for _, bn in found.stem] if found.stem_relu else []
+    slots += [bn for block in found.blocks for bn in block.bns]
     slots += [block.shortcut_bn for block in found.blocks if block.residual == "v1" and block.shortcut_conv is not None]
     return sum(bn is None for bn in slots)
 
@@ -627,7 +696,11 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
             body = [ConvBN(conv, _bn_after(bn, conv, eps)) for conv, bn in zip(convs, block.bns)]
         else:
             # bn1 is the pre-activation (never folded); bnK (K > 1) follows conv K - 1
-            pre = [_bn(block.bns[0])] + [_bn_after(bn, conv, eps) for conv, bn in zip(convs, block.bns[1:])]
+            first = _bn(block.bns[0]) if block.bns[0] is not None else BatchNorm.identity(
+                f"the pre-activation BatchNorm of {block.first.label} ({FOLDED})", convs[0].in_channels, eps,
+                f"{FOLDED} before {block.first.label}",
+            )
+            pre = [first] + [_bn_after(bn, conv, eps) for conv, bn in zip(convs, block.bns[1:])]
             body = [ConvBN(conv, bn) for conv, bn in zip(convs, pre)]
         shortcut = Shortcut()
         if block.shortcut_conv is not None:
@@ -636,7 +709,7 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
             if block.shortcut_pool is not None:
                 shortcut = Shortcut("avgpool_conv", conv, bn, block.shortcut_pool.stride[0])
             else:
-                shortcut = Shortcut("conv", conv, bn, conv.stride[0])
+                shortcut = Shortcut("conv", conv, bn, conv.stride[0], reads=block.shortcut_reads)
         blocks.append(SkeletonBlock(label=block.first.label, residual=block.residual, body=body, shortcut=shortcut))
     linear = found.linear
     bias = SourceTensor(linear.bias, linear.bias_source) if linear.bias is not None else None
@@ -650,11 +723,15 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
     stem = []
     for conv_layer, bn_layer in found.stem:
         conv = _conv(graph, conv_layer)
-        stem.append(ConvBN(conv, _bn_after(bn_layer, conv, eps)))
+        # a stem that ends without a ReLU and without a BN node is the bare conv (stem_norm "none"): a BN
+        # folded into it would read the same, and the bare conv with its bias is that network exactly
+        bn = _bn_after(bn_layer, conv, eps) if found.stem_relu or bn_layer is not None else None
+        stem.append(ConvBN(conv, bn))
     return Skeleton(
         where=str(graph.path),
         input_bn=_bn(found.input_bn),
         stem=stem,
+        stem_relu=found.stem_relu,
         stem_pool=_pool(found.stem_pool, "max") if found.stem_pool is not None else None,
         blocks=blocks,
         final_bn=_bn(found.final_bn),
