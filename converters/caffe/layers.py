@@ -152,9 +152,9 @@ def batch_norm(layer: Any, blobs: list[np.ndarray], where: str) -> Node:
     # eps as Caffe holds it (a float32); written back as its shortest decimal so 1e-5 stays 1e-5.
     eps = float(str(np.float32(p.eps))) if p.HasField("eps") else CAFFE_BN_EPS
     node = _node(layer, attrs={"eps": eps, "channels": int(mean_s.size)}, consumed=[blob_id(layer.name, i) for i in range(3)])
-    source = f"{{}} / {blob_id(layer.name, 2)}"
-    _take(node, "running_mean", (mean_s.astype(np.float32) * scale).astype(np.float32), source.format(blob_id(layer.name, 0)))
-    _take(node, "running_var", (var_s.astype(np.float32) * scale).astype(np.float32), source.format(blob_id(layer.name, 1)))
+    factor_id = blob_id(layer.name, 2)  # (layer names are the file's text: never a format template)
+    _take(node, "running_mean", (mean_s.astype(np.float32) * scale).astype(np.float32), f"{blob_id(layer.name, 0)} / {factor_id}")
+    _take(node, "running_var", (var_s.astype(np.float32) * scale).astype(np.float32), f"{blob_id(layer.name, 1)} / {factor_id}")
     return node
 
 

@@ -4,6 +4,7 @@ one-line `InputError` (CLI exit 2), never another exception."""
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,3 +29,19 @@ def test_damaged_caffemodels_fail_cleanly(tiny, tmp_path_factory, data):
         convert_caffe(path)
     except InputError as exc:
         assert "\n" not in str(exc)
+
+
+def test_layer_names_with_braces_convert(tiny, tmp_path):
+    """Found by the fuzzer: layer names are the file's text, so a BatchNorm named ``bn{0}`` must not reach
+    a format template.  The renamed net converts to the same weights, and the report names the blobs."""
+    from resnet_port.converters.caffe import parse_prototxt, write_caffemodel
+    from tests.caffe.netgen import weights_for
+
+    text = tiny["text"].replace('"bn_conv1"', '"bn{conv1}"')
+    assert text != tiny["text"]
+    net = parse_prototxt(text)
+    path = tmp_path / "braces.caffemodel"
+    write_caffemodel(path, net, weights_for(net, seed=1))
+    original, renamed = convert_caffe(tiny["model"]), convert_caffe(path)
+    assert all(torch.equal(original.state_dict[k], renamed.state_dict[k]) for k in original.state_dict)
+    assert renamed.report.mapped["bn1.running_mean"].startswith("bn{conv1}")
