@@ -283,3 +283,22 @@ def build(tmp_path):
         return build_resnet_onnx(tmp_path / f"{name}.onnx", **options)
 
     return make
+
+
+def seed_batchnorms(model, seed: int, skip_prefix: str = "") -> None:
+    """Give every BatchNorm of ``model`` seeded, non-trivial statistics (and gamma/beta where it has
+    them), so that a BN mapped wrongly, or a fold ignored, moves the logits.  BNs whose name starts with
+    ``skip_prefix`` keep their initial values."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d) and not (skip_prefix and name.startswith(skip_prefix)):
+            c = module.num_features
+            with torch.no_grad():
+                if module.affine:
+                    module.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                    module.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
+                module.running_mean.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
+                module.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+

@@ -21,7 +21,7 @@ import torch
 from resnet_port.converters.common import run_converted
 from resnet_port.converters.onnx import convert_onnx
 from resnet_port.resnet_ref import build_model, get_spec
-from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime
+from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime, seed_batchnorms
 from tests.peers.gluoncv_cache import gluoncv_fixtures  # noqa: F401 - re-exported pytest fixture
 
 MXNET_EXPORTS = {
@@ -61,16 +61,7 @@ def _model(arch: str, **changes) -> torch.nn.Module:
     spec = dataclasses.replace(get_spec(arch), **changes)
     torch.manual_seed(0)
     model = build_model(spec).eval()
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            c = module.num_features
-            with torch.no_grad():
-                if module.affine:
-                    module.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                    module.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-                module.running_mean.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-                module.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+    seed_batchnorms(model, 1)
     return model
 
 

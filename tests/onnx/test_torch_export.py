@@ -33,7 +33,7 @@ from resnet_port.converters.onnx.interpret import run_graph
 from resnet_port.converters.onnx.verify import verify_conversion
 from resnet_port.errors import ConversionError
 from resnet_port.resnet_ref import build_model, get_spec
-from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime
+from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime, seed_batchnorms
 
 # Small widths keep exports and referees fast; the layouts are torchvision's resnet18/34/50/101.
 LAYOUTS = {
@@ -52,15 +52,7 @@ def reference_model(arch: str, seed: int = 0, default_bns: str = "") -> torch.nn
     spec = dataclasses.replace(get_spec(arch, 10), **LAYOUTS[arch])
     torch.manual_seed(seed)
     model = build_model(spec).eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.BatchNorm2d) and not (default_bns and name.startswith(default_bns)):
-            c = module.num_features
-            with torch.no_grad():
-                module.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                module.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-                module.running_mean.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-                module.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+    seed_batchnorms(model, seed + 1, skip_prefix=default_bns)
     return model
 
 
@@ -413,16 +405,7 @@ def test_pre_activation_export_folds_the_inner_bns(tmp_path, arch, folded):
     spec = dataclasses.replace(get_spec(arch, 10), widths=(4, 8, 8, 16), stem_width=8)
     torch.manual_seed(0)
     model = build_model(spec).eval()
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            c = module.num_features
-            with torch.no_grad():
-                if module.affine:
-                    module.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                    module.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-                module.running_mean.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-                module.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+    seed_batchnorms(model, 1)
     path = tmp_path / f"{arch}.onnx"
     export(model, path)
     assert "BatchNormalization" in ops(path)
