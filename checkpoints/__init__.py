@@ -6,6 +6,8 @@ Public API: `save_checkpoint`, `load_checkpoint`, `load_model`, `CheckpointMetad
 
 from resnet_port.checkpoints.io import atomic_output, load_checkpoint, load_model, read_raw, save_checkpoint
 from resnet_port.checkpoints.metadata import (
+    CIFAR10_CLASS_ORDER,
+    CIFAR10_CLASSES,
     IMAGENET_CLASS_ORDER,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,6 +21,8 @@ from resnet_port.checkpoints.presets import preset_preprocessing
 from resnet_port.checkpoints.weight_sources import SOURCES, WEIGHTS, source_preprocessing, weight_records
 
 __all__ = [
+    "CIFAR10_CLASS_ORDER",
+    "CIFAR10_CLASSES",
     "IMAGENET_CLASS_ORDER",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

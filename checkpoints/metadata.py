@@ -26,6 +26,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The order every ImageNet source here uses: class index i is the i-th WordNet id in sorted order.
 IMAGENET_CLASS_ORDER = "imagenet1k_wnid_sorted"
+# CIFAR-10's own label order (the dataset's batches.meta): the GluonCV CIFAR nets predict these.
+CIFAR10_CLASS_ORDER = "cifar10"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass

@@ -225,6 +225,10 @@ def test_cifar_and_thumbnail_nets_match_mxnet(cache: Path, name: str, fmt: str) 
         assert conversion.metadata.arch == registered and get_spec(registered, spec.num_classes) == spec
     if name.startswith("cifar_"):
         assert conversion.metadata.preprocessing.crop == 32 and conversion.metadata.preprocessing.mean[0] == 0.4914
+        # CIFAR-10's labels in the dataset's order, not ImageNet's
+        assert conversion.metadata.class_order == "cifar10" and conversion.metadata.classes[0] == "airplane"
+    else:
+        assert conversion.metadata.class_order == "imagenet1k_wnid_sorted"
     model = model_of(conversion)
     for size in _sizes(cache, name):
         x = np.load(cache / name / f"input_{size}.npy")
