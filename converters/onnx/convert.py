@@ -28,14 +28,16 @@ from pathlib import Path
 
 import torch
 
-from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
+from resnet_port.checkpoints import (
+    CIFAR10_CLASS_ORDER, CIFAR10_CLASSES, IMAGENET_CLASS_ORDER, CheckpointMetadata, SourceFile, SourceInfo,
+)
 from resnet_port.checkpoints.weight_sources import listed_source, published_record, source_preprocessing
 from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
 from resnet_port.converters.build import build
 from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
 from resnet_port.converters.onnx.ops import BatchNormLayer, parse_node
 from resnet_port.converters.onnx.recognise import folded_count, recognise, to_skeleton
-from resnet_port.resnet_ref import ResNetSpec, build_model, count_params
+from resnet_port.resnet_ref import ResNetSpec, arch_info, build_model, count_params
 
 
 def _preprocessing(graph: OnnxGraph):
@@ -87,10 +89,15 @@ def convert_onnx(path: str | Path) -> Conversion:
             f"read per channel, as MXNet ran them (first: {per_channel[0]})"
         )
     arch = report.arch
+    # A graph that is one of GluonCV's CIFAR-10 nets (MXNet's export of cifar_resnetN_v1/_v2) takes GluonCV's
+    # CIFAR transforms and predicts CIFAR-10's labels; any other graph is taken to follow the ONNX zoo.
+    cifar10 = arch is not None and arch.startswith("cifar_resnet") and arch_info(arch).family == "gluoncv"
     metadata = CheckpointMetadata(
         spec=spec,
         arch=arch,
-        preprocessing=_preprocessing(graph),
+        preprocessing=source_preprocessing("gluoncv-cifar") if cifar10 else _preprocessing(graph),
+        class_order=CIFAR10_CLASS_ORDER if cifar10 else IMAGENET_CLASS_ORDER,
+        classes=list(CIFAR10_CLASSES) if cifar10 else None,
         published=published_record(arch, listed_source(arch, "onnx-zoo")),
         source=SourceInfo(
             framework="onnx",

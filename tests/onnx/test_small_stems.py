@@ -47,6 +47,9 @@ def test_mxnet_exports_of_small_stem_nets(gluoncv_fixtures: Path, name: str) -> 
     assert (spec.stem, spec.stem_norm, spec.stem_pool, spec.v2_shortcut_input) == ("3x3", stem_norm, "none", reads)
     if registered:
         assert conversion.metadata.arch == registered
+    cifar = name.startswith("cifar_")  # GluonCV's CIFAR-10 transforms and labels travel with those
+    assert (conversion.metadata.class_order == "cifar10") == cifar
+    assert (conversion.metadata.preprocessing.mean[0] == 0.4914) == cifar
     x = np.load(gluoncv_fixtures / name / "input_32.npy")
     ours = run_converted(conversion, x).numpy()
     assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
