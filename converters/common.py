@@ -21,7 +21,7 @@ from resnet_port.checkpoints import CheckpointMetadata, save_checkpoint
 from resnet_port.cli import write_json
 from resnet_port.errors import ConversionError
 from resnet_port.parity import compare_logits  # noqa: F401 - the one logit comparison, re-exported
-from resnet_port.resnet_ref import ResNetSpec, build_model, state_dict_problems
+from resnet_port.resnet_ref import ResNetSpec, build_model, get_spec, list_archs, state_dict_problems
 
 # The toolkit's one parity tolerance: max |logit diff| over max |reference logit|.  Every converter
 # check, the audit's "equivalent" verdict and the demo use it.
@@ -116,3 +116,17 @@ def write_outputs(conversion: Conversion, args: argparse.Namespace) -> dict[str,
         "warnings": conversion.report.warnings,
         "verification": conversion.metadata.verification,
     }
+
+
+def family_name(spec: ResNetSpec, family: str, found: str | None) -> tuple[ResNetSpec, str | None]:
+    """The name ``family`` registers for ``spec`` (GluonCV's resnet18_v1b rather than the same network's
+    resnet18_v1), with that name's spec; else (``spec``, ``found``).  A source whose files say where they
+    come from (GluonCV's block names) is named as that source names it.
+
+    Basic blocks never stride a 1x1, so both stride readings are the same network; the family's is taken."""
+    for name in list_archs(family):
+        wanted = get_spec(name, spec.num_classes)
+        if wanted == spec or (spec.block == "basic" and wanted == spec.replace(stride_in=wanted.stride_in)):
+            return wanted, name
+    return spec, found
+

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_port.converters.build import build
-from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.converters.common import Conversion, ConversionReport, family_name, finish_conversion
 from resnet_port.converters.mxnet import gluon_names
 from resnet_port.converters.mxnet.shared import check_arch, check_shapes, metadata, name_or_closest
 from resnet_port.converters.names import MAX_POOL_3X3_2, LayoutConventions, skeleton_from_names
@@ -80,20 +80,6 @@ def gluoncv_conventions() -> LayoutConventions:
     )
 
 
-def gluoncv_name(spec: ResNetSpec, found: str | None) -> tuple[ResNetSpec, str | None]:
-    """The GluonCV name (resnet50_v1b, ...) of a spec when one is registered, else ``found``.
-
-    Basic blocks never stride a 1x1, so both stride readings are the same network; GluonCV's
-    (the 3x3, as its names are torchvision's) is taken."""
-    for name in list_archs():
-        if not re.match(r"^resnet\d+_v1[bcdes]$", name):
-            continue
-        wanted = get_spec(name, spec.num_classes)
-        if wanted == spec or (spec.block == "basic" and wanted == spec.replace(stride_in=wanted.stride_in)):
-            return wanted, name
-    return spec, found
-
-
 def convert_gluoncv_parameters(path: Path, params: dict[str, np.ndarray], arch: str | None) -> Conversion:
     """A GluonCV ResNetV1b-family ``save_parameters`` file (conv1.0.weight, layer1.0.bn1.gamma, ...)."""
     mapped, unmatched = gluon_names.rename_gluoncv_v1b(list(params))
@@ -109,7 +95,7 @@ def convert_gluoncv_parameters(path: Path, params: dict[str, np.ndarray], arch: 
     spec, state_dict, report = build(skeleton, report, arch)  # arch picks among equivalent readings
     name = check_arch(spec, arch, str(path), "names and shapes")
     if arch is None:
-        spec, name = gluoncv_name(spec, name)
+        spec, name = family_name(spec, "gluoncv", name)
     report.arch = name
     name_or_closest(spec, report)
     check_shapes(path, spec, state_dict, name)

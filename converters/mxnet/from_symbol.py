@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from resnet_port.converters.build import build
-from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.converters.common import Conversion, ConversionReport, family_name, finish_conversion
 from resnet_port.converters.mxnet import ops
-from resnet_port.converters.mxnet.from_gluon import gluoncv_name
 from resnet_port.converters.mxnet.recognise import recognise, to_skeleton
 from resnet_port.converters.mxnet.shared import check_arch, check_shapes, metadata, name_or_closest
 from resnet_port.converters.mxnet.symbol import read_symbol_json
@@ -63,7 +62,7 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     gluoncv_export = any(re.match(r"^resnetv1[bcdes]_", n.name) for n in graph.operators())
     cifar_export = any(re.match(r"^cifarresnetv[12]\d*_", n.name) for n in graph.operators())
     if arch is None and gluoncv_export:
-        spec, name = gluoncv_name(spec, name)  # a GluonCV export: its own name (resnet18_v1b, ...)
+        spec, name = family_name(spec, "gluoncv", name)  # a GluonCV export: its own name (resnet18_v1b, ...)
     report.arch = name
     name_or_closest(spec, report)
     check_shapes(params_path, spec, state_dict, name)

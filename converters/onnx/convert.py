@@ -24,6 +24,7 @@ Two more kinds of file are ported with a note:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from resnet_port.checkpoints import (
     CIFAR10_CLASS_ORDER, CIFAR10_CLASSES, IMAGENET_CLASS_ORDER, CheckpointMetadata, SourceFile, SourceInfo,
 )
 from resnet_port.checkpoints.weight_sources import listed_source, published_record, source_preprocessing
-from resnet_port.converters.common import Conversion, ConversionReport, finish_conversion
+from resnet_port.converters.common import Conversion, ConversionReport, family_name, finish_conversion
 from resnet_port.converters.build import build
 from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
 from resnet_port.converters.onnx.ops import BatchNormLayer, parse_node
@@ -48,6 +49,13 @@ def _preprocessing(graph: OnnxGraph):
         prep.crop = height
         prep.resize = int(round(height * 256 / 224))
     return prep
+
+
+def _gluoncv_export(graph: OnnxGraph) -> bool:
+    """Whether MXNet exported this graph from GluonCV's ResNetV1b family: its nodes keep the net's name
+    prefix (``resnetv1b_conv0_fwd``, ``resnetv1d_layers1_...``).  Provenance only; the network itself is
+    read from the graph."""
+    return any(re.match(r"^resnetv1[bcdes]\d*_", node.name or "") for node in graph.nodes)
 
 
 def _num_params(spec: ResNetSpec) -> int:
@@ -89,6 +97,12 @@ def convert_onnx(path: str | Path) -> Conversion:
             f"read per channel, as MXNet ran them (first: {per_channel[0]})"
         )
     arch = report.arch
+    gluoncv = _gluoncv_export(graph)
+    if gluoncv:
+        # MXNet's export of a GluonCV ResNetV1b-family net keeps GluonCV's block names: name it as GluonCV
+        # does (resnet18_v1b, not the same network's resnet18_v1) and claim GluonCV's published rows
+        spec, arch = family_name(spec, "gluoncv", arch)
+        report.arch = arch
     # A graph that is one of GluonCV's CIFAR-10 nets (MXNet's export of cifar_resnetN_v1/_v2) takes GluonCV's
     # CIFAR transforms and predicts CIFAR-10's labels; any other graph is taken to follow the ONNX zoo.
     cifar10 = arch is not None and arch.startswith("cifar_resnet") and arch_info(arch).family == "gluoncv"
@@ -98,7 +112,7 @@ def convert_onnx(path: str | Path) -> Conversion:
         preprocessing=source_preprocessing("gluoncv-cifar") if cifar10 else _preprocessing(graph),
         class_order=CIFAR10_CLASS_ORDER if cifar10 else IMAGENET_CLASS_ORDER,
         classes=list(CIFAR10_CLASSES) if cifar10 else None,
-        published=published_record(arch, listed_source(arch, "onnx-zoo")),
+        published=published_record(arch, listed_source(arch, "gluoncv" if gluoncv else "onnx-zoo")),
         source=SourceInfo(
             framework="onnx",
             files=[SourceFile.of(graph.path)],

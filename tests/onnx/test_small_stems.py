@@ -1,6 +1,7 @@
-"""convert-onnx on the nets whose stem is not conv-BN-ReLU: GluonCV's CIFAR ResNets (V1: conv-BN and no
-ReLU; V2: the bare conv, and projections of the raw block input) and Gluon's thumbnail nets (the bare
-3x3/1 conv).
+"""convert-onnx on GluonCV's and Gluon's nets beyond the model zoo's: the nets whose stem is not
+conv-BN-ReLU, GluonCV's CIFAR ResNets (V1: conv-BN and no ReLU; V2: the bare conv, and projections of
+the raw block input) and Gluon's thumbnail nets (the bare 3x3/1 conv); and GluonCV's ResNetV1b family
+(deep stems, avg-down) as MXNet's exporter writes it.
 
 Two kinds of file: MXNet's own ONNX export of each net, built by GluonCV's / Gluon's code
 (tests/peers/make_gluoncv_fixtures.py; refereed by onnxruntime on the file and by MXNet's logits), and
@@ -11,6 +12,7 @@ onnxruntime and by the un-exported model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from pathlib import Path
 
@@ -95,3 +97,37 @@ def test_pytorch_fused_exports_of_small_stem_nets(tmp_path, arch, changes):
         original = model(torch.from_numpy(x)).numpy()
     assert rel_diff(original, ours) <= TOLERANCE and rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
     assert np.array_equal(original.argmax(1), ours.argmax(1))
+
+
+V1B_EXPORTS = {
+    # fixture: (the name GluonCV gives it, stem, shortcut)
+    "resnet18_v1b": ("resnet18_v1b", "7x7", "conv"),
+    "resnet50_v1b": ("resnet50_v1b", "7x7", "conv"),
+    "resnet50_v1c": ("resnet50_v1c", "deep", "conv"),
+    "resnet50_v1d": ("resnet50_v1d", "deep", "avgpool_conv"),
+    "resnet50_v1e": ("resnet50_v1e", "deep", "avgpool_conv"),
+    "resnet50_v1s": ("resnet50_v1s", "deep", "conv"),
+    "small_v1d": (None, "deep", "avgpool_conv"),
+}
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("name", sorted(V1B_EXPORTS))
+def test_mxnet_exports_of_the_gluoncv_v1b_family(gluoncv_fixtures: Path, name: str) -> None:  # noqa: F811
+    """MXNet's ONNX export of each GluonCV net: the deep stem and the avg-down pool (AveragePool with
+    ceil_mode=1; small_v1d at 33 px, where the last window is partial) read from the graph; named as GluonCV names
+    it (resnet18_v1b, not the same network's resnet18_v1) with GluonCV's published rows."""
+    path = gluoncv_fixtures / name / f"{name}.onnx"
+    registered, stem, shortcut = V1B_EXPORTS[name]
+    conversion = convert_onnx(path)
+    assert (conversion.spec.stem, conversion.spec.shortcut) == (stem, shortcut)
+    assert conversion.metadata.arch == registered
+    if registered in ("resnet18_v1b", "resnet50_v1d"):
+        assert conversion.metadata.published["weight_source"] == "gluoncv" and conversion.metadata.published["results"]
+    manifest = json.loads((gluoncv_fixtures / "manifest.json").read_text())
+    size = manifest["models"][name]["sizes"][0]  # the export's fixed input size
+    x = np.load(gluoncv_fixtures / name / f"input_{size}.npy")
+    ours = run_converted(conversion, x).numpy()
+    assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
+    mxnet = np.load(gluoncv_fixtures / name / f"logits_{size}.npy")
+    assert rel_diff(mxnet, ours) <= 1e-5 and np.array_equal(mxnet.argmax(1), ours.argmax(1))

@@ -9,7 +9,7 @@ statistic to seeded non-trivial values, and writes:
 
 - ``NAME.params``                    net.save_parameters (structural names: conv1.0.weight, ...)
 - ``NAME-legacy.params``             net.save_params (CIFAR and thumbnail nets: stage1_conv0_weight, ...)
-- ``NAME.onnx``                      mx.onnx.export_model of the export (CIFAR and thumbnail nets)
+- ``NAME.onnx``                      mx.onnx.export_model of the export (every net but the GN and SE ones)
 - ``NAME-symbol.json``, ``NAME-0000.params``   net.export (arg:/aux: names with the graph)
 - ``input_S.npy``, ``logits_S.npy``  inputs (seeded normal, batch 2) and MXNet's logits, per size S
 
@@ -144,7 +144,7 @@ def main() -> None:
         net(mx.nd.array(np.zeros((1, 3, sizes[0], sizes[0]), np.float32)))
         net.export(str(folder / name))
         files += [f"{name}.params", f"{name}-symbol.json", f"{name}-0000.params"]
-        if name.startswith(("cifar_", "thumb_")):  # MXNet's own ONNX export of that graph, for convert-onnx
+        if not name.endswith("_gn") and not name.startswith("se_"):  # MXNet's own ONNX export, for convert-onnx
             mx.onnx.export_model(
                 str(folder / f"{name}-symbol.json"), str(folder / f"{name}-0000.params"),
                 in_shapes=[(2, 3, sizes[0], sizes[0])], in_types=[np.float32], onnx_file_path=str(folder / f"{name}.onnx"),
