@@ -145,6 +145,11 @@ def _shape_of(value_info) -> tuple[int | str, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
 
 
+def _text(value: str | bytes) -> str:
+    """A name as text: protobuf hands back bytes where a damaged file's string is not UTF-8."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
 def read_graph(path: str | Path) -> OnnxGraph:
     """Parse ``path`` and check the outline every image classifier here has: one input, one output."""
     path = Path(path)
@@ -164,17 +169,17 @@ def read_graph(path: str | Path) -> OnnxGraph:
         raise ConversionError(f"{path}: holds no ONNX graph (empty, truncated, or not an ONNX model file)")
 
     onnx_data = _load_external(onnx, model, path)
-    initializers = {t.name: _initializer_array(onnx, path, t) for t in onnx_data.graph.initializer}
+    initializers = {_text(t.name): _initializer_array(onnx, path, t) for t in onnx_data.graph.initializer}
     nodes = []
     aliases: dict[str, str] = {}
     for i, proto in enumerate(graph.node):
         node = Node(
             i,
-            proto.name,
+            _text(proto.name),
             proto.op_type,
             proto.domain,
-            tuple(proto.input),
-            tuple(proto.output),
+            tuple(_text(name) for name in proto.input),
+            tuple(_text(name) for name in proto.output),
             _attribute_values(onnx, proto),
         )
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -197,7 +202,7 @@ def read_graph(path: str | Path) -> OnnxGraph:
             raise ConversionError(f"{path}: {node.label}: has no output")
 
     # Older exporters list every initializer among the graph inputs as well; the data input is the rest.
-    data_inputs = [v for v in graph.input if v.name not in initializers]
+    data_inputs = [v for v in graph.input if _text(v.name) not in initializers]
     if len(data_inputs) != 1:
         names = ", ".join(v.name for v in data_inputs) or "none"
         raise ConversionError(f"{path}: expected one image input, the graph takes {len(data_inputs)} ({names})")
@@ -222,9 +227,9 @@ def read_graph(path: str | Path) -> OnnxGraph:
         path=path,
         nodes=nodes,
         initializers=initializers,
-        input_name=data_inputs[0].name,
+        input_name=_text(data_inputs[0].name),
         input_shape=input_shape,
-        output_name=graph.output[0].name,
+        output_name=_text(graph.output[0].name),
         opset=int(opset),
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),

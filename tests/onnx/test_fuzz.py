@@ -62,3 +62,22 @@ def test_damaged_tensors_are_named(build, tmp_path, damage, message):
     net = build(depth=18, mutate=mutate, run=False)
     with pytest.raises(ConversionError, match=message):
         convert_onnx(net.path)
+
+
+def test_names_that_are_not_utf8_are_read_as_text(build, tmp_path):
+    """Found by the fuzzer: protobuf hands back bytes for a string that is not UTF-8.  Node, tensor and
+    initializer names are read as text (undecodable bytes replaced), so a damaged name ends in a one-line
+    ConversionError naming it, never a TypeError."""
+    net = build(depth=18, run=False)
+    data = bytearray(net.path.read_bytes())
+    import onnx
+
+    first_output = onnx.load(str(net.path)).graph.node[0].output[0].encode()
+    position = data.find(first_output)
+    assert position >= 0
+    data[position] = 0xFF  # the first copy: the producing node's output name
+    damaged = tmp_path / "names.onnx"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ConversionError) as caught:
+        convert_onnx(damaged)
+    assert "\n" not in str(caught.value) and "\ufffd" in str(caught.value)
