@@ -121,24 +121,9 @@ def run_gluon(
     w = _Weights(params, where)
     h = torch.from_numpy(np.asarray(x, dtype=np.float64))
     with torch.no_grad():
-        if version == "v1":
-            thumbnail = w.get("features.0.weight").shape[-1] == 3
-            h = w.conv(h, "features.0", 1 if thumbnail else 2)
-            first = 1
-            if not thumbnail:
-                h = _max_pool(_relu(w.bn(h, "features.1")))
-                first = 4
-            elif w.has("features.1.gamma"):  # GluonCV CIFARResNetV1: conv 3x3, BN, and no ReLU
-                h = w.bn(h, "features.1")
-                first = 2
-        else:
+        if version == "v2":
             h = w.bn(h, "features.0", fix_gamma=True)
-            thumbnail = w.get("features.1.weight").shape[-1] == 3
-            h = w.conv(h, "features.1", 1 if thumbnail else 2)
-            first = 2
-            if not thumbnail:
-                h = _max_pool(_relu(w.bn(h, "features.2")))
-                first = 5
+        h, first = _stem(w, h, 0 if version == "v1" else 1)
         try:
             stages = _stages(names, first)
         except GluonLayoutError as exc:
@@ -156,6 +141,19 @@ def run_gluon(
     if unused:
         raise GluonLayoutError(f"{where}: {', '.join(unused[:4])} have no place in the Gluon ResNet {version.upper()} graph")
     return logits.numpy()
+
+
+def _stem(w: _Weights, x: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+    """The stem from its conv at ``features.k``, and the index of the first stage after it: conv 7x7/2,
+    BN, ReLU, max pool (the ImageNet nets); the thumbnail nets' bare conv 3x3/1; GluonCV's
+    CIFARResNetV1 conv 3x3/1 with a BN and no ReLU (a BN at ``features.k+1``, where the others have a stage)."""
+    thumbnail = w.get(f"features.{k}.weight").shape[-1] == 3
+    h = w.conv(x, f"features.{k}", 1 if thumbnail else 2)
+    if not thumbnail:
+        return _max_pool(_relu(w.bn(h, f"features.{k + 1}"))), k + 4
+    if w.has(f"features.{k + 1}.gamma"):
+        return w.bn(h, f"features.{k + 1}"), k + 2
+    return h, k + 1
 
 
 def _block_v1(w: _Weights, x: torch.Tensor, prefix: str, stride: int) -> torch.Tensor:
