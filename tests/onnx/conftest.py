@@ -22,6 +22,7 @@ import pytest
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from resnet_port.converters.onnx.cli import main as convert_onnx_cli  # noqa: E402
 from tests.peers.mxnet_cache import mxnet_fixtures  # noqa: E402,F401 - the MXNet-exported ONNX files
 
 BLOCKS = {
@@ -302,3 +303,16 @@ def seed_batchnorms(model, seed: int, skip_prefix: str = "") -> None:
                 module.running_mean.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
                 module.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
 
+
+def refuse(path, tmp_path, capsys, *fragments: str) -> str:
+    """Run the CLI on ``path``: exit 2, one line on stderr containing ``fragments``, no output file."""
+    out = tmp_path / "out.pth"
+    assert convert_onnx_cli([str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]  # no temp file left either
+    return err

@@ -11,24 +11,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from resnet_port.converters.onnx import convert_onnx
-from resnet_port.converters.onnx.cli import main
 from resnet_port.converters.onnx.graph import Node, read_graph
 from resnet_port.converters.onnx.ops import onnx_op, parse_node
 from resnet_port.errors import ConversionError
-
-
-def refuse(path, tmp_path, capsys, *fragments: str) -> str:
-    """Run the CLI on ``path``: exit 2, one line on stderr containing ``fragments``, no output file."""
-    out = tmp_path / "out.pth"
-    assert main([str(path), "-o", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert str(path) in err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]  # no temp file left either
-    return err
+from tests.onnx.conftest import refuse
 
 
 def vgg_like(path) -> None:

@@ -33,7 +33,7 @@ from resnet_port.converters.onnx.interpret import run_graph
 from resnet_port.converters.onnx.verify import verify_conversion
 from resnet_port.errors import ConversionError
 from resnet_port.resnet_ref import build_model, get_spec
-from tests.onnx.conftest import TOLERANCE, rel_diff, run_onnxruntime, seed_batchnorms
+from tests.onnx.conftest import TOLERANCE, refuse, rel_diff, run_onnxruntime, seed_batchnorms
 
 # Small widths keep exports and referees fast; the layouts are torchvision's resnet18/34/50/101.
 LAYOUTS = {
@@ -244,19 +244,7 @@ def test_cli_converts_a_fused_export(tmp_path, capsys):
     assert "note:" in printed and "recalibrate-bn starts from no statistics" in printed
 
 
-def _refused(path, tmp_path, capsys, *fragments):
-    out = tmp_path / "out.pth"
-    assert main([str(path), "-o", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert str(path) in err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
-
-
-def test_fused_export_with_a_wrong_bias_is_refused(tmp_path, capsys):
+def test_fused_export_with_a_wrong_bias_isrefuse(tmp_path, capsys):
     model = reference_model("resnet18", seed=8)
     path = tmp_path / "r18.onnx"
     export(model, path)
@@ -267,10 +255,10 @@ def test_fused_export_with_a_wrong_bias_is_refused(tmp_path, capsys):
             proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.zeros(3, np.float32), init.name))
     bad = tmp_path / "bad.onnx"
     onnx.save(proto, str(bad))
-    _refused(bad, tmp_path, capsys, "bias has 3 values", "Conv")
+    refuse(bad, tmp_path, capsys, "bias has 3 values", "Conv")
 
 
-def test_fused_export_with_the_sum_relu_removed_is_refused(tmp_path, capsys):
+def test_fused_export_with_the_sum_relu_removed_isrefuse(tmp_path, capsys):
     """A fused graph is still held to the ResNet pattern: an Add straight into the next block is no v1 block."""
     model = reference_model("resnet18", seed=9)
     path = tmp_path / "r18.onnx"
@@ -288,7 +276,7 @@ def test_fused_export_with_the_sum_relu_removed_is_refused(tmp_path, capsys):
     proto.graph.node.extend(nodes)
     bad = tmp_path / "bad.onnx"
     onnx.save(proto, str(bad))
-    _refused(bad, tmp_path, capsys, "ReLU after the residual sum")
+    refuse(bad, tmp_path, capsys, "ReLU after the residual sum")
 
 
 # -- pre-2020 ONNX zoo v1 files: BatchNormalization spatial=0 over per-channel parameters -------------
@@ -377,7 +365,7 @@ def test_a_wrong_port_of_a_spatial0_file_fails_the_check(tmp_path):
         verify_conversion(conversion, path)
 
 
-def test_spatial0_per_activation_parameters_stay_refused(tmp_path, capsys):
+def test_spatial0_per_activation_parameters_stayrefuse(tmp_path, capsys):
     model = reference_model("resnet18", seed=14)
     kept = tmp_path / "kept.onnx"
     export(model, kept, training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
@@ -393,7 +381,7 @@ def test_spatial0_per_activation_parameters_stay_refused(tmp_path, capsys):
             )
     bad = tmp_path / "bad.onnx"
     onnx.save(proto, str(bad))
-    _refused(bad, tmp_path, capsys, "spatial=0", "per activation")
+    refuse(bad, tmp_path, capsys, "spatial=0", "per activation")
     with pytest.raises(ConversionError, match="per activation"):
         convert_onnx(bad)
 
