@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from resnet_port.checkpoints.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from resnet_port.checkpoints.metadata import (
+    CIFAR10_CLASS_ORDER, CIFAR10_CLASSES, IMAGENET_CLASS_ORDER, IMAGENET_MEAN, IMAGENET_STD, Preprocessing,
+)
 from resnet_port.errors import CheckpointError
 
 # Per-channel BGR means of Kaiming He's release, for when the mean image itself is not at hand.
@@ -47,6 +49,8 @@ class WeightSource:
     citation: str  # where the figures are printed; documents by file name under the shared folder
     make_preprocessing: Callable[[], Preprocessing]
     why: str = ""  # what the preprocessing rests on
+    class_order: str = IMAGENET_CLASS_ORDER  # the labels its weights predict, in this order
+    classes: tuple[str, ...] = ()  # their names, where the source's label set is small enough to list
 
     def preprocessing(self) -> Preprocessing:
         """A fresh Preprocessing (callers may adjust sizes)."""
@@ -78,7 +82,8 @@ SOURCES: dict[str, WeightSource] = {
                      "BGR 0-255 minus the mean image (per-channel means when the image is not at hand)"),
         WeightSource("gluoncv-cifar", "gluon-cv CIFAR-10", "gluon-cv scripts/classification/cifar/train_cifar10.py",
                      lambda: Preprocessing("RGB", 1.0, GLUONCV_CIFAR_MEAN, GLUONCV_CIFAR_STD, resize=32, crop=32),
-                     "gluon-cv's CIFAR-10 transforms: ToTensor, then Normalize with its CIFAR mean/std; 32x32"),
+                     "gluon-cv's CIFAR-10 transforms: ToTensor, then Normalize with its CIFAR mean/std; 32x32",
+                     CIFAR10_CLASS_ORDER, CIFAR10_CLASSES),
         WeightSource("cifar", "CIFAR ResNets", "CIFAR training conventions",
                      lambda: Preprocessing("RGB", 255.0, CIFAR_MEAN, CIFAR_STD, resize=32, crop=32),
                      "CIFAR-10 per-channel mean/std in 0-255, 32x32, no resize"),
@@ -198,6 +203,15 @@ def weight_source(tag: str) -> WeightSource:
 def source_preprocessing(tag: str) -> Preprocessing:
     """The preprocessing weights from ``tag`` (a source tag or a preset family name) expect."""
     return weight_source(tag).preprocessing()
+
+
+def source_classes(tag: str, num_classes: int) -> tuple[str, list[str] | None]:
+    """(class order, class names) a checkpoint records for weights from ``tag`` with ``num_classes``
+    outputs: the source's own label set where the class count is its size, else ImageNet's order."""
+    src = weight_source(tag)
+    if src.classes and len(src.classes) == num_classes:
+        return src.class_order, list(src.classes)
+    return IMAGENET_CLASS_ORDER, None
 
 
 def weight_records(arch: str | None = None, source: str | None = None) -> list[WeightRecord]:

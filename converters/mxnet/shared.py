@@ -7,10 +7,8 @@ from pathlib import Path
 
 import torch
 
-from resnet_port.checkpoints import (
-    CIFAR10_CLASS_ORDER, CIFAR10_CLASSES, IMAGENET_CLASS_ORDER, CheckpointMetadata, SourceFile, SourceInfo,
-)
-from resnet_port.checkpoints.weight_sources import published_record, source_preprocessing
+from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
+from resnet_port.checkpoints.weight_sources import published_record, source_classes, source_preprocessing
 from resnet_port.converters.common import ConversionReport
 from resnet_port.errors import ConversionError
 from resnet_port.parity import spec_differences as parity_spec_differences
@@ -51,13 +49,12 @@ def check_arch(spec: ResNetSpec, arch: str | None, where: str, found_by: str) ->
 
 
 def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dict, family: str) -> CheckpointMetadata:
-    cifar10 = family == "gluoncv-cifar" and spec.num_classes == len(CIFAR10_CLASSES)
+    class_order, classes = source_classes(family, spec.num_classes)  # GluonCV's CIFAR nets: CIFAR-10's labels
     return CheckpointMetadata(
         spec=spec,
         arch=arch,
-        # GluonCV's CIFAR nets predict CIFAR-10's labels in the dataset's order, not ImageNet's
-        class_order=CIFAR10_CLASS_ORDER if cifar10 else IMAGENET_CLASS_ORDER,
-        classes=list(CIFAR10_CLASSES) if cifar10 else None,
+        class_order=class_order,
+        classes=classes,
         preprocessing=source_preprocessing(family),
         published=published_record(arch, family),  # family: "gluon" (Gluon model zoo) or "mxnet" (symbolic)
         source=SourceInfo(framework="mxnet", files=[SourceFile.of(p) for p in files], details=details),

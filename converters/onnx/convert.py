@@ -29,10 +29,8 @@ from pathlib import Path
 
 import torch
 
-from resnet_port.checkpoints import (
-    CIFAR10_CLASS_ORDER, CIFAR10_CLASSES, IMAGENET_CLASS_ORDER, CheckpointMetadata, SourceFile, SourceInfo,
-)
-from resnet_port.checkpoints.weight_sources import listed_source, published_record, source_preprocessing
+from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
+from resnet_port.checkpoints.weight_sources import listed_source, published_record, source_classes, source_preprocessing
 from resnet_port.converters.common import Conversion, ConversionReport, family_name, finish_conversion
 from resnet_port.converters.build import build
 from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
@@ -106,12 +104,13 @@ def convert_onnx(path: str | Path) -> Conversion:
     # A graph that is one of GluonCV's CIFAR-10 nets (MXNet's export of cifar_resnetN_v1/_v2) takes GluonCV's
     # CIFAR transforms and predicts CIFAR-10's labels; any other graph is taken to follow the ONNX zoo.
     cifar10 = arch is not None and arch.startswith("cifar_resnet") and arch_info(arch).family == "gluoncv"
+    class_order, classes = source_classes("gluoncv-cifar" if cifar10 else "onnx-zoo", spec.num_classes)
     metadata = CheckpointMetadata(
         spec=spec,
         arch=arch,
         preprocessing=source_preprocessing("gluoncv-cifar") if cifar10 else _preprocessing(graph),
-        class_order=CIFAR10_CLASS_ORDER if cifar10 else IMAGENET_CLASS_ORDER,
-        classes=list(CIFAR10_CLASSES) if cifar10 else None,
+        class_order=class_order,
+        classes=classes,
         published=published_record(arch, listed_source(arch, "gluoncv" if gluoncv else "onnx-zoo")),
         source=SourceInfo(
             framework="onnx",
