@@ -50,6 +50,8 @@ class Unit:
     shortcut: dict[str, SymbolNode]  # "conv" and, in v1, "bn"
     add: SymbolNode
     output: SymbolNode
+    # v2: the projection reads the pre-activated input, or (GluonCV's CIFAR V2) the raw block input
+    shortcut_reads: str = "preactivated"
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Recognised:
         """The node indices that hold parameters of the recognised ResNet."""
         nodes = [self.input_bn, self.final_bn, self.fc] + [n for pair in self.stem for n in pair]
         for unit in self.units:
-            nodes += list(unit.body.values()) + [n for role, n in unit.shortcut.items() if role != "raw"]
+            nodes += list(unit.body.values()) + list(unit.shortcut.values())
         return {n.index for n in nodes if n is not None}
 
 
@@ -210,7 +212,9 @@ class _Walker:
             output = self.only_consumer(add, "ReLU (v1 units end with one)")
             if _kind(output) != "relu":
                 raise self.fail(output, "the ReLU after a v1 residual add")
-        return Unit(residual, block, placed, shortcut_nodes, add, output)
+        # a v2 projection's chain from the unit input is bn, relu, conv, or the bare conv of the raw input
+        reads = "block_input" if residual == "v2" and len(shortcut) == 1 else "preactivated"
+        return Unit(residual, block, placed, shortcut_nodes, add, output, reads)
 
     def shortcut(self, chain: list[SymbolNode], body: list[SymbolNode], residual: str, add: SymbolNode) -> dict[str, SymbolNode]:
         kinds = tuple(_kind(n) for n in chain)
@@ -224,7 +228,7 @@ class _Walker:
         if residual == "v2" and kinds == ("bn", "relu", "conv") and chain[:2] == body[:2]:
             return {"conv": chain[2]}  # v2: projected from the pre-activated input
         if residual == "v2" and kinds == ("conv",):
-            return {"conv": chain[0], "raw": chain[0]}  # GluonCV CIFAR V2: projected from the raw block input
+            return {"conv": chain[0]}  # GluonCV CIFAR V2: projected from the raw block input
         raise ConversionError(
             f"{self.path}: the unit ending at {add.describe()} has shortcut {' -> '.join(kinds)}; expected identity, "
             + ("conv -> bn, or Pooling -> conv -> bn (avg down)" if residual == "v1"
@@ -335,8 +339,7 @@ def to_skeleton(found: Recognised, records: dict[int, object], where: str) -> Sk
             shortcut = Shortcut("avgpool_conv", conv, rec(unit.shortcut["bn"]), stride)
         elif "conv" in unit.shortcut:
             conv = rec(unit.shortcut["conv"])
-            reads = "block_input" if "raw" in unit.shortcut else "preactivated"
-            shortcut = Shortcut("conv", conv, rec(unit.shortcut.get("bn")), conv.stride[0], reads=reads)
+            shortcut = Shortcut("conv", conv, rec(unit.shortcut.get("bn")), conv.stride[0], reads=unit.shortcut_reads)
         blocks.append(Block(f"the unit ending at {unit.add.describe()}", unit.residual, body, shortcut))
     return Skeleton(
         where=where,
