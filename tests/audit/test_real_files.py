@@ -8,6 +8,7 @@ a bug injected here: that cause, and only it.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -62,7 +63,8 @@ def golden_r50(tmp_path_factory):
     assert conversion.metadata.preprocessing.mean_image is not None
     folder = tmp_path_factory.mktemp("golden")
     port = save_checkpoint(folder / "port.pth", conversion.spec, conversion.state_dict, conversion.metadata)
-    return model, port, conversion, folder
+    yield model, port, conversion, folder
+    shutil.rmtree(folder, ignore_errors=True)  # 400 MB: free the disk for the modules after this one
 
 
 def test_golden_caffemodel_and_its_conversion_are_equivalent(golden_r50, run_audit):

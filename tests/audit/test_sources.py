@@ -3,6 +3,7 @@ not installed."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
@@ -28,7 +29,8 @@ def resnet18_files(tmp_path_factory):
     mmcls = folder / "mmcls.pth"
     renamed = {(f"head.{k}" if k.startswith("fc.") else f"backbone.{k}"): v for k, v in sd.items()}
     torch.save({"meta": {"epoch": 100}, "state_dict": renamed}, mmcls)
-    return toolkit, plain, mmcls
+    yield toolkit, plain, mmcls
+    shutil.rmtree(folder, ignore_errors=True)  # free the disk for the modules after this one
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ depths."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,7 @@ for name, (cls, block, layers, channels, classes) in layouts.items():
 
 
 @pytest.fixture(scope="module")
-def gluon_layouts(tmp_path_factory, cache: Path) -> Path:  # cache: the peer venv exists once it is ready
+def gluon_layouts(tmp_path_factory, cache: Path) -> Iterator[Path]:  # cache: the peer venv exists once it is ready
     root = tmp_path_factory.mktemp("gluon_layouts")
     done = subprocess.run(
         [str(PEER_PYTHON), "-c", GLUON_SCRIPT, json.dumps(LAYOUTS), str(root), str(SIZE)],
@@ -70,7 +72,8 @@ def gluon_layouts(tmp_path_factory, cache: Path) -> Path:  # cache: the peer ven
     )
     if done.returncode != 0:
         raise RuntimeError(f"Gluon failed: {done.stderr[-2000:]}")
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # several hundred MB: free the disk for the modules after this one
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
