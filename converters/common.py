@@ -130,3 +130,21 @@ def family_name(spec: ResNetSpec, family: str, found: str | None) -> tuple[ResNe
             return wanted, name
     return spec, found
 
+
+# The release's evaluation sizes, and the input side below which a net is CIFAR-size: such nets are
+# evaluated on the whole image (resizing a 32x32 picture to 37 and cropping it back throws pixels away).
+RELEASE_RESIZE, RELEASE_CROP = 256, 224
+SMALL_INPUT = 100
+
+
+def resize_and_crop(size: tuple[int, int] | None) -> tuple[int, int, str]:
+    """(resize, crop, why) for a net whose input is ``size`` (H, W), or the release's 256 / 224 when
+    the file gives no size: every converter records the same rule."""
+    if size is None:
+        return RELEASE_RESIZE, RELEASE_CROP, "the net gives no input size: the release's resize 256, crop 224"
+    side = min(size)
+    if side < SMALL_INPUT:
+        return side, side, f"input {size[0]}x{size[1]}: a small (CIFAR-size) net, no resize, crop {side}"
+    resize = int(round(side * RELEASE_RESIZE / RELEASE_CROP))
+    return resize, side, f"input {size[0]}x{size[1]}: crop {side} from a {resize} resize (the release's 224/256 ratio)"
+

@@ -19,10 +19,9 @@ import numpy as np
 from resnet_port.converters.caffe.binaryproto import read_binaryproto
 from resnet_port.converters.caffe.errors import CaffeFormatError
 from resnet_port.converters.caffe.netstate import DATA_TYPES, TEST_PHASE, in_test_phase
+from resnet_port.converters.common import resize_and_crop
 from resnet_port.errors import ConversionError
 
-SMALL_INPUT = 100  # below this a net is CIFAR-size: no resize, crop = input size
-RELEASE_RESIZE, RELEASE_CROP = 256, 224
 
 
 @dataclass
@@ -106,17 +105,6 @@ def read_net_input(net: Any, source: str, fallback_net: Any | None = None, fallb
             found.scale, found.mean_values, found.mean_file = scale, values, mean_file
             found.transform_from = f"{where}: {layer.name!r} transform_param"
     return found
-
-
-def resize_and_crop(size: tuple[int, int] | None) -> tuple[int, int, str]:
-    """(resize, crop, why) for an input of ``size`` (H, W)."""
-    if size is None:
-        return RELEASE_RESIZE, RELEASE_CROP, "the net gives no input size: the release's resize 256, crop 224"
-    side = min(size)
-    if side < SMALL_INPUT:
-        return side, side, f"input {size[0]}x{size[1]}: a small (CIFAR-size) net, no resize, crop {side}"
-    resize = int(round(side * RELEASE_RESIZE / RELEASE_CROP))
-    return resize, side, f"input {size[0]}x{size[1]}: crop {side} from a {resize} resize (the release's 224/256 ratio)"
 
 
 def find_mean_file(name: str, beside: list[Path]) -> Path | None:
@@ -239,4 +227,4 @@ def choose_preprocessing(
     return Chosen(values, std, mean_image, mean_file, resize, crop, fits, misfit, said.scale if std is not None else None)
 
 
-__all__ = ["Chosen", "NetInput", "choose_preprocessing", "find_mean_file", "mean_values_for", "read_mean", "read_net_input", "resize_and_crop"]
+__all__ = ["Chosen", "NetInput", "choose_preprocessing", "find_mean_file", "mean_values_for", "read_mean", "read_net_input"]

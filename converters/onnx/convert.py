@@ -31,7 +31,7 @@ import torch
 
 from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
 from resnet_port.checkpoints.weight_sources import listed_source, published_record, source_classes, source_preprocessing
-from resnet_port.converters.common import Conversion, ConversionReport, family_name, finish_conversion
+from resnet_port.converters.common import Conversion, ConversionReport, family_name, finish_conversion, resize_and_crop
 from resnet_port.converters.build import build
 from resnet_port.converters.onnx.graph import OnnxGraph, read_graph
 from resnet_port.converters.onnx.ops import BatchNormLayer, parse_node
@@ -40,12 +40,12 @@ from resnet_port.resnet_ref import ResNetSpec, arch_info, build_model, count_par
 
 
 def _preprocessing(graph: OnnxGraph):
-    """The ONNX zoo's: RGB in [0, 1], ImageNet mean/std, resize 256 / crop 224 (scaled to the input)."""
+    """The ONNX zoo's: RGB in [0, 1], ImageNet mean/std, resize 256 / crop 224, scaled to a square
+    input the graph fixes (a CIFAR-size input is not resized: crop = its size)."""
     prep = source_preprocessing("onnx-zoo")
     height, width = graph.input_shape[2], graph.input_shape[3]
     if isinstance(height, int) and height > 0 and height == width and height != prep.crop:
-        prep.crop = height
-        prep.resize = int(round(height * 256 / 224))
+        prep.resize, prep.crop, _ = resize_and_crop((height, width))
     return prep
 
 

@@ -211,8 +211,19 @@ def test_other_input_sizes_and_class_counts(build):
     net = build(depth=34, residual="v2", size=64, num_classes=7, batch=3, seed=5)
     conversion = convert_onnx(net.path)
     assert conversion.spec.num_classes == 7
-    assert conversion.metadata.preprocessing.crop == 64
+    prep = conversion.metadata.preprocessing
+    assert (prep.resize, prep.crop) == (64, 64)  # CIFAR-size (under 100): the whole image, no resize
     assert_matches(net, conversion)
+
+
+@pytest.mark.parametrize("size,resize", [(32, 32), (99, 99), (100, 114), (160, 183), (320, 366)])
+def test_input_size_sets_resize_and_crop(build, size, resize):
+    """A square input the graph fixes is the crop; below 100 pixels nothing is resized (a 32x32 image
+    resized to 37 and cropped back loses its border), above it the release's 256/224 ratio holds."""
+    net = build(depth=18, residual="v1", size=size, batch=1)
+    prep = convert_onnx(net.path).metadata.preprocessing
+    assert (prep.resize, prep.crop) == (resize, size)
+    assert resize == (size if size < 100 else round(size * 256 / 224))
 
 
 def test_metadata_is_the_onnx_zoo_preprocessing(build):
