@@ -100,7 +100,7 @@ def convert_gluoncv_parameters(path: Path, params: dict[str, np.ndarray], arch: 
     name_or_closest(spec, report)
     check_shapes(path, spec, state_dict, name)
     details = {"format": "gluoncv save_parameters", "gluon_version": "V1b"}
-    meta = metadata(spec, name, [path], details, "gluoncv")
+    meta = metadata(spec, name, [path], details, "gluoncv", report)
     return finish_conversion(spec, state_dict, meta, report, str(path))
 
 
@@ -159,7 +159,7 @@ def convert_gluon_parameters(
         "gluon_version": version.upper(),
         "gluon_class": conventions.layout.split(" / ")[0 if cifar else -1],
     }
-    meta = metadata(spec, name, [path], details, "gluoncv-cifar" if cifar else "gluon")
+    meta = metadata(spec, name, [path], details, "gluoncv-cifar" if cifar else "gluon", report)
     return finish_conversion(spec, state_dict, meta, report, str(path))
 
 

@@ -75,7 +75,7 @@ def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path
     if family not in ("mxnet", "gluon", "gluoncv", "gluoncv-cifar"):
         family = "gluon"
     details = {"format": "symbol + params", "symbol": symbol_path.name, "input": "0-255 RGB" if family == "mxnet" else "normalised RGB"}
-    meta = metadata(spec, name, [params_path, symbol_path], details, family)
+    meta = metadata(spec, name, [params_path, symbol_path], details, family, report)
     if family == "mxnet":
         report.notes.append("takes 0-255 RGB: the data BN normalises inside the network, as in the MXNet graph")
     elif registered_family not in ("gluon", "gluoncv"):

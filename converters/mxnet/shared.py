@@ -9,7 +9,7 @@ import torch
 
 from resnet_port.checkpoints import CheckpointMetadata, SourceFile, SourceInfo
 from resnet_port.checkpoints.weight_sources import published_record, source_classes, source_preprocessing
-from resnet_port.converters.common import ConversionReport
+from resnet_port.converters.common import ConversionReport, resize_and_crop
 from resnet_port.errors import ConversionError
 from resnet_port.parity import spec_differences as parity_spec_differences
 from resnet_port.resnet_ref import ResNetSpec, find_arch, get_spec, list_archs, state_dict_problems
@@ -48,14 +48,23 @@ def check_arch(spec: ResNetSpec, arch: str | None, where: str, found_by: str) ->
     return arch
 
 
-def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dict, family: str) -> CheckpointMetadata:
+def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dict, family: str, report: ConversionReport) -> CheckpointMetadata:
     class_order, classes = source_classes(family, spec.num_classes)  # GluonCV's CIFAR nets: CIFAR-10's labels
+    preprocessing = source_preprocessing(family)
+    if family != "gluoncv-cifar" and spec.stem == "3x3" and spec.stem_pool == "none":
+        # A thumbnail (CIFAR-style) stem: the net was made for small images, and MXNet files carry no
+        # input size.  The same rule as convert-caffe: 32x32, the whole image, no resize.
+        preprocessing.resize, preprocessing.crop, _ = resize_and_crop((32, 32))
+        report.warnings.append(
+            "the files give no input size; a CIFAR-style stem (3x3, stride 1, no pool): 32x32 assumed "
+            "(resize 32, crop 32); check it against the model's source"
+        )
     return CheckpointMetadata(
         spec=spec,
         arch=arch,
         class_order=class_order,
         classes=classes,
-        preprocessing=source_preprocessing(family),
+        preprocessing=preprocessing,
         published=published_record(arch, family),  # family: "gluon" (Gluon model zoo) or "mxnet" (symbolic)
         source=SourceInfo(framework="mxnet", files=[SourceFile.of(p) for p in files], details=details),
     )

@@ -272,7 +272,12 @@ def test_cifar_v2_and_thumbnail_v2_files_are_told_apart(cache: Path) -> None:
     assert any("the two classes save the same names" in note for note in cifar.report.notes)
     thumb = convert_mxnet(cache / "thumb_resnet18_v2" / "thumb_resnet18_v2.params")
     assert thumb.spec.v2_shortcut_input == "preactivated" and thumb.metadata.arch == "resnet18_v2_thumbnail"
-    assert thumb.metadata.preprocessing.crop == 224  # Gluon's model zoo: ImageNet transforms
+    # A thumbnail stem is made for small images and the file has no input size: 32x32, whole image, as
+    # convert-caffe assumes for the same stem; ImageNet's mean/std (the model zoo's transforms) stay.
+    prep = thumb.metadata.preprocessing
+    assert (prep.resize, prep.crop, prep.mean) == (32, 32, (0.485, 0.456, 0.406))
+    assert any("32x32 assumed" in w for w in thumb.report.warnings)
+    assert not any("32x32 assumed" in w for w in cifar.report.warnings)  # GluonCV's CIFAR transforms are known
     bottleneck = convert_mxnet(cache / "thumb_small_v2" / "thumb_small_v2.params")
     assert bottleneck.spec.v2_shortcut_input == "preactivated" and bottleneck.spec.block == "bottleneck"
     assert convert_mxnet(cache / "thumb_resnet18_v2" / "thumb_resnet18_v2.params", arch="resnet18_v2_thumbnail").metadata.arch
