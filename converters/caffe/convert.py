@@ -93,10 +93,14 @@ def convert_caffe(
     order = "BGR"
     if rgb:
         if channels != 3:
-            raise ConversionError(f"--rgb needs a 3-channel input; {graph.stem.conv.name!r} takes {channels}")
-        # conv1 is linear in its input channels: reversing its kernel's channel axis makes the model
-        # take RGB exactly.  The mean moves with the channels it belongs to.
-        state_dict["conv1.weight"] = state_dict["conv1.weight"].flip(1).contiguous()
+            raise ConversionError(f"--rgb needs a 3-channel input; {graph.stem[0].conv.name!r} takes {channels}")
+        # The first conv is linear in its input channels: reversing its kernel's channel axis makes
+        # the model take RGB exactly.  An input BN's per-channel values and the mean move with the
+        # channels they belong to.
+        first = "conv1.0.weight" if spec.stem == "deep" else "conv1.weight"
+        state_dict[first] = state_dict[first].flip(1).contiguous()
+        for key in [k for k in state_dict if k.startswith("data_bn.") and state_dict[k].ndim == 1]:
+            state_dict[key] = state_dict[key].flip(0).contiguous()
         mean_image = mean_image[::-1].copy() if mean_image is not None else None
         values = tuple(reversed(values)) if values is not None else None
         std = tuple(reversed(std)) if std is not None else None

@@ -13,6 +13,11 @@ are read:
   output, which the stem's ReLU already made non-negative.  A projection that reads the raw sum of
   the previous block while the body reads its pre-activation has no reference form and is refused.
 
+The stem is one conv unit (7x7/2, or 3x3/1 in CIFAR nets) or a chain of them (the deep stem of
+ResNet-C/D ports: 3x3/2, 3x3, 3x3, each with BN -> Scale -> ReLU).  A unit whose output feeds one
+Convolution and nothing else continues the stem: a block's input always has two readers (the body
+and the shortcut or the sum), so the chain cannot swallow a block.
+
 A BatchNorm (+ Scale) on the raw input (``data_bn``) is read before the stem.  The walk only finds
 the structure and refuses a graph that is not such a ResNet, naming the first layer that
 does not fit; `recognise` turns what it found into the shared skeleton, and `converters.build`
@@ -82,7 +87,7 @@ class ResNetGraph:
 
     input_name: str
     input_shape: tuple[int, ...] | None
-    stem: ConvUnit
+    stem: list[ConvUnit]  # one unit, or the deep stem's chain; the last one's output feeds the pool / blocks
     stem_pool: Node | None
     blocks: list[Block | PreActBlock]
     head_pool: Node
@@ -407,10 +412,15 @@ def walk(nodes: list[Node], where: str) -> ResNetGraph:
         if len(users) != 1:
             names = ", ".join(repr(u.name) for u in users) or "nothing"
             raise ConversionError(f"{where}: the input BatchNorm {input_bn.bn.name!r} feeds {names}; a ResNet feeds one convolution")
-    stem = _unit(flow, users[0])
-    if stem.relu is None:
-        raise ConversionError(f"{where}: the stem {stem.conv.name!r} has no ReLU")
-    tid = stem.out
+    stem = [_unit(flow, users[0])]
+    while True:
+        if stem[-1].relu is None:
+            raise ConversionError(f"{where}: the stem {stem[-1].conv.name!r} has no ReLU")
+        nxt = flow.users(stem[-1].out)
+        if len(nxt) != 1 or nxt[0].type != "Convolution":
+            break
+        stem.append(_unit(flow, nxt[0]))  # the deep stem: the next conv reads this one alone
+    tid = stem[-1].out
     stem_pool = None
     nxt = flow.users(tid)
     if len(nxt) == 1 and nxt[0].type == "Pooling":
@@ -418,7 +428,7 @@ def walk(nodes: list[Node], where: str) -> ResNetGraph:
         tid = flow.out(stem_pool)
     blocks: list[Block | PreActBlock] = []
     final_bn = None
-    last_name = (stem_pool or stem.relu).tops[0]
+    last_name = (stem_pool or stem[-1].relu).tops[0]
     while True:
         users = flow.users(tid)
         if len(users) == 1 and users[0].type == "Pooling":
@@ -447,7 +457,7 @@ def walk(nodes: list[Node], where: str) -> ResNetGraph:
             last_name = blocks[-1].relu.tops[0]
         tid = blocks[-1].out
     if not blocks:
-        raise ConversionError(f"{where}: no residual block found after the stem {stem.conv.name!r}")
+        raise ConversionError(f"{where}: no residual block found after the stem {stem[-1].conv.name!r}")
     head_pool = users[0]
     fc = flow.sole_user(flow.out(head_pool), head_pool)
     if fc is None or fc.type != "InnerProduct":
@@ -474,7 +484,7 @@ def walk(nodes: list[Node], where: str) -> ResNetGraph:
 
 def units(graph: ResNetGraph) -> list[ConvUnit]:
     """The post-activation conv units (the stem and v1 blocks)."""
-    out = [graph.stem]
+    out = list(graph.stem)
     for block in graph.blocks:
         if isinstance(block, Block):
             out.extend(block.body)

@@ -164,7 +164,7 @@ def _check_conv_in(conv: Node, channels: int, where: str) -> None:
 
 def to_skeleton(graph: ResNetGraph, where: str) -> Skeleton:
     """The walk's stem, blocks and head as skeleton records; the dataflow's channels checked."""
-    cin = graph.stem.conv.attrs["out"]
+    cin = graph.stem[-1].conv.attrs["out"]
     blocks = []
     for block in graph.blocks:
         made, cin = (_v2_block if isinstance(block, PreActBlock) else _v1_block)(block, cin, where)
@@ -181,7 +181,7 @@ def to_skeleton(graph: ResNetGraph, where: str) -> Skeleton:
         raise ConversionError(f"{where}: classifier {fc.name!r} takes {fc.attrs['in']} inputs, the last block makes {cin} channels")
     return Skeleton(
         where=where,
-        stem=[ConvBN(_conv(graph.stem.conv), _bn(graph.stem))],
+        stem=[ConvBN(_conv(unit.conv), _bn(unit)) for unit in graph.stem],
         stem_pool=_pool(graph.stem_pool) if graph.stem_pool is not None else None,
         blocks=blocks,
         head_pool=_pool(graph.head_pool),
@@ -201,7 +201,8 @@ def consumed(graph: ResNetGraph) -> set[str]:
 
 def blob_modules(graph: ResNetGraph, block_names: list[str]) -> dict[str, str]:
     """Which reference module's output each named Caffe blob equals after a full forward."""
-    out = {graph.stem.relu.tops[0] if graph.stem.relu else graph.stem.conv.tops[0]: "relu(bn1(conv1))"}
+    last = graph.stem[-1]
+    out = {last.relu.tops[0] if last.relu else last.conv.tops[0]: "relu(bn1(conv1))"}
     if graph.stem_pool is not None:
         out[graph.stem_pool.tops[0]] = "maxpool"
     # A v2 block's sum may be overwritten in place by the next pre-activation (when nothing else reads it).

@@ -41,6 +41,8 @@ def resnet_prototxt(
     conv1_bias=True,
     stride_in="1x1",
     pool1="ceil",  # "ceil": Caffe's 3x3/2 pad 0; "floor_pad1": round_mode FLOOR, pad 1
+    stem="7x7",  # "7x7": conv1 7x7/2; "deep": conv1_1 3x3/2, conv1_2 3x3, conv1_3 3x3 (ResNet-C/D ports)
+    stem_widths=None,  # the deep stem's first two widths; default stem_width // 2 each
     pool5=2,
     eps=None,
     eps_at=None,  # {bn layer name: eps}
@@ -48,9 +50,19 @@ def resnet_prototxt(
 ) -> str:
     eps_at = eps_at or {}
     text = f'name: "{name}"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: {input_size}\ninput_dim: {input_size}\n'
-    text += _conv("conv1", "data", "conv1", stem_width, 7, 2, 3, conv1_bias)
-    text += _bn_scale("_conv1", "conv1", eps_at.get("bn_conv1", eps))
-    text += _layer("conv1_relu", "ReLU", "conv1", "conv1")
+    if stem == "7x7":
+        text += _conv("conv1", "data", "conv1", stem_width, 7, 2, 3, conv1_bias)
+        text += _bn_scale("_conv1", "conv1", eps_at.get("bn_conv1", eps))
+        text += _layer("conv1_relu", "ReLU", "conv1", "conv1")
+    else:  # the deep stem; its last blob is still called conv1
+        first, second = stem_widths or (stem_width // 2, stem_width // 2)
+        below = "data"
+        for i, (width, stride) in enumerate([(first, 2), (second, 1), (stem_width, 1)], start=1):
+            top = "conv1" if i == 3 else f"conv1_{i}"
+            text += _conv(f"conv1_{i}", below, top, width, 3, stride, 1, conv1_bias and i == 1)
+            text += _bn_scale(f"_conv1_{i}", top, eps_at.get(f"bn_conv1_{i}", eps))
+            text += _layer(f"conv1_{i}_relu", "ReLU", top, top)
+            below = top
     if pool1 == "ceil":
         text += _layer("pool1", "Pooling", "conv1", "pool1", "pooling_param { kernel_size: 3 stride: 2 pool: MAX }")
     else:
