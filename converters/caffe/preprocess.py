@@ -35,6 +35,7 @@ class NetInput:
     mean_file: str | None = None
     transform_from: str | None = None
     resize: tuple[int, int] | None = None  # ImageData's new_height/new_width: both sides, before the crop
+    train_crop: tuple[int, str] | None = None  # (crop, where) of a TRAIN layer when the TEST one crops nothing
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,17 +91,30 @@ def read_net_input(net: Any, source: str, fallback_net: Any | None = None, fallb
             if len(dims) == 4 and dims[2] > 0 and dims[3] > 0:
                 found.size, found.size_from = (int(dims[2]), int(dims[3])), f"{source}: Input {layer.name!r} {dims}"
                 break
-    candidates = [(l, source) for l in _data_layers(net)]
+    candidates = [(l, source, True) for l in _data_layers(net)]
     if fallback_net is not None:
-        candidates += [(l, fallback_source or "the caffemodel") for l in _data_layers(fallback_net)]
-    for layer, where in candidates:
+        candidates += [(l, fallback_source or "the caffemodel", False) for l in _data_layers(fallback_net)]
+    whole_images = False  # the net's TEST data layer crops nothing: a TRAIN crop is not the test input
+    for layer, where, own in candidates:
         scale, values, mean_file, crop = _transform(layer)
         if found.resize is None and layer.HasField("image_data_param"):
             p = layer.image_data_param
             if p.new_height and p.new_width:
                 found.resize = (int(p.new_height), int(p.new_width))
-        if found.size is None and crop:
-            found.size, found.size_from = (crop, crop), f"{where}: {layer.name!r} crop_size {crop}"
+        if whole_images and crop and found.train_crop is None:
+            found.train_crop = (crop, f"{where}: {layer.name!r} crop_size {crop}")
+        if found.size is None and not whole_images:
+            if crop:
+                found.size, found.size_from = (crop, crop), f"{where}: {layer.name!r} crop_size {crop}"
+            elif own and in_test_phase(layer):
+                # Caffe's DataTransformer then passes whole images (of the mean file's size, when
+                # there is one); the TRAIN layer's crop_size says nothing about them.
+                whole_images = True
+                if found.resize is not None:
+                    found.size = found.resize
+                    found.size_from = f"{where}: {layer.name!r} new_height/new_width {found.resize[0]}x{found.resize[1]}, no crop"
+                else:
+                    found.notes.append(f"{where}: {layer.name!r} has no crop_size: the TEST phase takes whole images")
         if found.transform_from is None and (scale is not None or values or mean_file):
             found.scale, found.mean_values, found.mean_file = scale, values, mean_file
             found.transform_from = f"{where}: {layer.name!r} transform_param"
@@ -172,6 +186,7 @@ def choose_preprocessing(
         paired.prototxt_net if paired.prototxt_net is not None else (model_net if model_net is not None else paired.net),
         paired.where, fallback_net=model_net if paired.prototxt_net is not None else None, fallback_source=str(model_path),
     )
+    report.notes.extend(said.notes)
     values = mean_image = mean_file = None
     if mean is not None:
         mean_file = Path(mean)
@@ -186,7 +201,8 @@ def choose_preprocessing(
         if mean_file is None:
             report.warnings.append(
                 f"the net names the mean file {said.mean_file!r} ({said.transform_from}), not found as written nor beside "
-                f"{' or '.join(str(b) for b in beside)}: give it with --mean; the recorded preprocessing subtracts nothing"
+                f"{' or '.join(dict.fromkeys(str(b.resolve()) for b in beside))}: give it with --mean; the recorded "
+                "preprocessing subtracts nothing"
             )
         else:
             report.notes.append(f"mean from the net: {said.transform_from}: mean_file {said.mean_file!r}, found at {mean_file}")
@@ -201,8 +217,13 @@ def choose_preprocessing(
         said.size_from = f"the size of the mean file {said.mean_file!r} (no crop_size: whole images)"
     elif declared is None and small_stem:
         declared = (32, 32)
-        said.size_from = "no input size in the file; a CIFAR-style stem (3x3, stride 1, no pool): 32x32 assumed"
+        said.size_from = "a CIFAR-style stem (3x3, stride 1, no pool): 32x32 assumed"
         report.warnings.append(f"the net gives no input size; {said.size_from}")
+    elif declared is None and said.train_crop is not None:
+        # The last word: a training crop is at most the test images' size (CIFAR's 28 of 32, or 32 of a padded 40).
+        declared = (said.train_crop[0],) * 2
+        said.size_from = f"{said.train_crop[1]}, the training crop (the TEST phase takes whole images of a size the file does not give)"
+        report.warnings.append(f"the net gives no test input size; {said.size_from}: check it against the test images")
     fits, misfit = fitting_size(paired.net, paired.blobs, channels, declared)
     if misfit is not None:
         report.warnings.append(

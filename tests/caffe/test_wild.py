@@ -498,6 +498,28 @@ def _cifar_stem_net(tmp_path, transform: str):
     return text, blobs, prototxt, write_caffemodel_h5(tmp_path / "w.h5", blobs)
 
 
+def test_a_train_crop_is_not_the_test_input_when_the_test_layer_takes_whole_images(tmp_path):
+    """A CIFAR train_test prototxt: TRAIN crops 28 (augmentation), TEST has no crop_size, so Caffe
+    evaluates whole 32x32 images.  The TRAIN crop must not become the recorded input size."""
+    from resnet_port.converters.caffe import write_binaryproto
+
+    text, blobs, prototxt, h5 = _cifar_stem_net(tmp_path, 'mean_file: "mean.binaryproto"')
+    train = (
+        'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN } '
+        'transform_param { mirror: true crop_size: 28 mean_file: "mean.binaryproto" } data_param { source: "train_lmdb" batch_size: 100 } }\n'
+    )
+    body = prototxt.read_text().replace('layer { name: "data" type: "Data" top: "data" top: "label" transform_param',
+                                        'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST } transform_param')
+    prototxt.write_text(train + body)
+    conversion = convert_caffe(h5, prototxt=prototxt)  # no mean file yet: the CIFAR stem's 32x32
+    pre = conversion.metadata.preprocessing
+    assert (pre.resize, pre.crop) == (32, 32)
+    assert any("whole images" in n for n in conversion.report.notes)
+    write_binaryproto(tmp_path / "mean.binaryproto", np.full((1, 3, 32, 32), 120.0, np.float32))
+    pre = convert_caffe(h5, prototxt=prototxt).metadata.preprocessing  # the mean's size: the images' size
+    assert (pre.resize, pre.crop) == (32, 32) and pre.mean_image.shape == (3, 32, 32)
+
+
 def test_input_size_from_the_mean_file_or_the_cifar_stem(tmp_path):
     from resnet_port.converters.caffe import write_binaryproto
 
