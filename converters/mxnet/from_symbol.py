@@ -15,7 +15,7 @@ from resnet_port.converters.common import Conversion, ConversionReport, family_n
 from resnet_port.converters.mxnet import ops
 from resnet_port.converters.mxnet.recognise import recognise, to_skeleton
 from resnet_port.converters.mxnet.shared import check_arch, check_shapes, metadata, name_or_closest
-from resnet_port.converters.mxnet.symbol import read_symbol_json
+from resnet_port.converters.mxnet.symbol import read_symbol_json, without_identities
 from resnet_port.errors import ConversionError
 from resnet_port.resnet_ref import arch_info
 
@@ -36,11 +36,14 @@ def refuse_variants(graph) -> None:
 
 
 def convert_symbol(params_path: Path, params: dict[str, np.ndarray], symbol_path: Path, arch: str | None) -> Conversion:
-    graph = read_symbol_json(symbol_path)
+    graph, passed = without_identities(read_symbol_json(symbol_path))
     refuse_variants(graph)
     ops.check_supported(graph)
     found = recognise(graph)
     report = ConversionReport("mxnet", [params_path.name, symbol_path.name])
+    for node in passed:
+        why = "a dtype cast: the converted model computes in float32" if node.op in ("Cast", "amp_cast") else "passes its input through at inference"
+        report.skip(node.name, f"{node.op}: {why}")
     ctx = ops.OpContext(graph, params, report)
     placed = found.placed()
     records = {}

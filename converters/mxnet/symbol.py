@@ -157,4 +157,35 @@ def read_symbol_json(path: str | Path) -> SymbolGraph:
     return SymbolGraph(path, nodes, heads)
 
 
-__all__ = ["SymbolGraph", "SymbolNode", "read_symbol_json"]
+# Operators that pass their input through at inference: MXNet's own example symbols put an
+# ``identity`` (op ``_copy``) on the data, float16 training symbols ``Cast`` it, training symbols
+# keep ``Dropout`` and gradient stops.  The recogniser sees the graph without them.
+IDENTITY_OPS = ("_copy", "identity", "BlockGrad", "stop_gradient", "Dropout", "Cast", "amp_cast")
+
+
+def without_identities(graph: SymbolGraph) -> tuple[SymbolGraph, list[SymbolNode]]:
+    """The graph with every pass-through operator (`IDENTITY_OPS`) spliced out, its consumers reading
+    its input instead; and the nodes removed.  A Dropout that stays on at inference (``mode``
+    ``"always"``) is not a pass-through and is refused."""
+    removed: list[SymbolNode] = []
+    new_index: dict[int, int] = {}
+    nodes: list[SymbolNode] = []
+    for node in graph.nodes:
+        if node.op in IDENTITY_OPS:
+            if node.op == "Dropout" and node.attr_str("mode", "training") == "always":
+                raise ConversionError(f"{graph.path}: {node.describe()} has mode='always': it drops units at inference too")
+            if not node.inputs:
+                raise ConversionError(f"{graph.path}: {node.describe()} has no input")
+            new_index[node.index] = new_index[node.inputs[0]]
+            removed.append(node)
+            continue
+        new_index[node.index] = len(nodes)
+        inputs = tuple(new_index[i] for i in node.inputs)
+        nodes.append(SymbolNode(len(nodes), node.op, node.name, node.attrs, inputs))
+    if not removed:
+        return graph, []
+    heads = [new_index[h] for h in graph.heads]
+    return SymbolGraph(graph.path, nodes, heads), removed
+
+
+__all__ = ["IDENTITY_OPS", "SymbolGraph", "SymbolNode", "read_symbol_json", "without_identities"]
