@@ -87,6 +87,14 @@ def convert_onnx(path: str | Path) -> Conversion:
             "folded biases): set to the identity (weight 1, bias 0, mean 0, var 1 - eps), exact on this file; the "
             "original statistics are not in the file, so recalibrate-bn starts from no statistics"
         )
+    logits = graph.output_name
+    if found.softmax is not None:
+        logits = found.softmax.data[0]
+        report.skip(found.softmax.node.label, f"Softmax after the logits: the converted model returns its input '{logits}'")
+        report.notes.append(
+            f"the graph ends with a Softmax ({found.softmax.node.label}); the converted model returns the logits "
+            f"'{logits}' before it, and the check compares those"
+        )
     per_channel = spatial_zero_nodes(graph)
     if per_channel:
         report.notes.append(
@@ -121,7 +129,8 @@ def convert_onnx(path: str | Path) -> Conversion:
                 "producer": graph.producer,
                 "input": graph.input_name,
                 "input_shape": list(graph.input_shape),
-                "output": graph.output_name,
+                "output": logits,
+                "graph_output": graph.output_name,
                 "folded_batchnorms": folded,
                 "spatial0_batchnorms": len(per_channel),
             },

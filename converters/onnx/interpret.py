@@ -27,6 +27,7 @@ from resnet_port.converters.onnx.ops import (
     MaxPoolLayer,
     PassLayer,
     ReluLayer,
+    SoftmaxLayer,
     parse_node,
 )
 from resnet_port.errors import ConversionError
@@ -95,6 +96,10 @@ def _pass(layer: PassLayer, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _softmax(layer: SoftmaxLayer, x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=-1)
+
+
 EVALUATORS: dict[type, Callable[..., torch.Tensor]] = {
     ConvLayer: _conv,
     BatchNormLayer: _batch_norm,
@@ -105,11 +110,14 @@ EVALUATORS: dict[type, Callable[..., torch.Tensor]] = {
     FlattenLayer: _flatten,
     LinearLayer: _linear,
     PassLayer: _pass,
+    SoftmaxLayer: _softmax,
 }
 
 
-def run_graph(graph: OnnxGraph, x: np.ndarray) -> np.ndarray:
-    """The graph's output on ``x``, evaluated in float64 in the file's node order."""
+def run_graph(graph: OnnxGraph, x: np.ndarray, output: str | None = None) -> np.ndarray:
+    """The graph's output (or the tensor ``output``) on ``x``, evaluated in float64 in the file's
+    node order."""
+    output = output or graph.output_name
     values: dict[str, torch.Tensor] = {graph.input_name: torch.from_numpy(np.asarray(x, dtype=np.float64))}
     with torch.inference_mode():
         for node in graph.nodes:
@@ -118,6 +126,6 @@ def run_graph(graph: OnnxGraph, x: np.ndarray) -> np.ndarray:
             if missing:
                 raise ConversionError(f"{graph.where(node)}: reads '{missing[0]}' before anything computes it")
             values[layer.output] = EVALUATORS[type(layer)](layer, *(values[name] for name in layer.data))
-    if graph.output_name not in values:
-        raise ConversionError(f"{graph.path}: nothing computes the graph output '{graph.output_name}'")
-    return values[graph.output_name].numpy()
+    if output not in values:
+        raise ConversionError(f"{graph.path}: nothing computes the graph output '{output}'")
+    return values[output].numpy()

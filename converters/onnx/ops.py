@@ -126,6 +126,12 @@ class PassLayer(Layer):
     """Identity, inference Dropout: the output is the input."""
 
 
+@dataclass(frozen=True)
+class SoftmaxLayer(Layer):
+    """A Softmax over the classes after the logits (Caffe2's zoo ResNet-50 ends with one): the
+    converted model returns its input, the logits."""
+
+
 OpFunction = Callable[[Node, OnnxGraph], Layer]
 _REGISTRY: dict[tuple[str, str], OpFunction] = {}
 
@@ -362,6 +368,23 @@ def read_add(node: Node, graph: OnnxGraph) -> AddLayer:
         data = tuple(name for name in node.inputs if name not in graph.initializers)
         return AddLayer(node, data, constant=graph.initializers[stored[0]])
     return AddLayer(node, tuple(node.inputs), constant=None)
+
+
+@onnx_op("Sum")
+def read_sum(node: Node, graph: OnnxGraph) -> AddLayer:
+    """Caffe2's and older exporters' residual sum: Sum of two tensors is Add."""
+    if len(node.inputs) != 2:
+        raise ConversionError(f"{graph.where(node)}: Sum of {len(node.inputs)} inputs; a residual sum adds two")
+    return read_add(node, graph)
+
+
+@onnx_op("Softmax")
+def read_softmax(node: Node, graph: OnnxGraph) -> SoftmaxLayer:
+    # The classes axis of (N, classes) logits: 1 or -1 in every opset (opsets < 13 coerce to 2-D at axis).
+    axis = _int(node, graph, "axis", 1 if graph.opset < 13 else -1)
+    if axis not in (1, -1):
+        raise ConversionError(f"{graph.where(node)}: softmax over axis {axis}; expected the classes axis (1)")
+    return SoftmaxLayer(node, _data(node, graph))
 
 
 @onnx_op("Flatten")

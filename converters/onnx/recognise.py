@@ -32,6 +32,7 @@ from resnet_port.converters.onnx.ops import (
     MaxPoolLayer,
     PassLayer,
     ReluLayer,
+    SoftmaxLayer,
     parse_node,
 )
 from resnet_port.converters.skeleton import BatchNorm, Block as SkeletonBlock, Conv, ConvBN, Linear, Pool, Shortcut, Skeleton, SourceLayer, SourceTensor
@@ -102,6 +103,7 @@ class Recognised:
     head_nodes: list[Node]  # flatten / reshape / identity nodes between pool and linear
     linear: LinearLayer
     bias_add: AddLayer | None
+    softmax: SoftmaxLayer | None = None  # a Softmax after the logits, dropped: the port returns the logits
 
 
 class _Walker:
@@ -582,12 +584,18 @@ def recognise(graph: OnnxGraph) -> Recognised:
         if len(users) == 1 and isinstance(users[0], AddLayer) and users[0].constant is not None:
             bias_add = walker.visit(users[0])
             x = bias_add.output
-    if walker.resolve(graph.output_name) != x:
+    softmax = None
+    users = walker.users(x)
+    if len(users) == 1 and isinstance(users[0], SoftmaxLayer) and walker.resolve(graph.output_name) == walker.resolve(users[0].output):
+        softmax = walker.visit(users[0])
+    elif walker.resolve(graph.output_name) != x:
         users = walker.users(x)
         node = users[0].node if users else walker.producer(graph.output_name)
         raise walker.fail(node, f"the graph output '{graph.output_name}' should be the classifier's logits '{x}'")
-    if walker.users(x):
+    if walker.users(x) and softmax is None:
         raise walker.fail(walker.users(x)[0].node, "reads the logits; the graph should end at the classifier")
+    if softmax is not None and walker.users(softmax.output):
+        raise walker.fail(walker.users(softmax.output)[0].node, "reads the probabilities; the graph should end at the Softmax")
 
     unvisited = [n for n in graph.nodes if n.index not in walker.visited and n not in walker.pass_nodes]
     if unvisited:
@@ -603,6 +611,7 @@ def recognise(graph: OnnxGraph) -> Recognised:
         head_nodes=head_nodes,
         linear=linear,
         bias_add=bias_add,
+        softmax=softmax,
     )
 
 

@@ -30,13 +30,23 @@ def probe_input(shape: tuple[int | str, ...], samples: int = 2, seed: int = 0) -
     return np.random.default_rng(seed).standard_normal(size, dtype=np.float32)
 
 
-def onnxruntime_logits(path: str | Path, input_name: str, x: np.ndarray) -> np.ndarray:
+def onnxruntime_logits(path: str | Path, input_name: str, x: np.ndarray, output: str | None = None) -> np.ndarray:
+    """The graph's first output on ``x``, or the tensor ``output`` (the logits before a Softmax the
+    converter dropped), made a graph output of an in-memory copy of the model."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # old exporters list initializers as inputs; ORT warns once per tensor
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {input_name: x})[0]
+    source: str | bytes = str(path)
+    if output is not None:
+        import onnx
+
+        model = onnx.load(str(path))
+        if output not in [o.name for o in model.graph.output]:
+            model.graph.output.insert(0, onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
+            source = model.SerializeToString()
+    session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return session.run([output] if output is not None else None, {input_name: x})[0]
 
 
 SPATIAL0_REFEREE = (
@@ -50,17 +60,17 @@ def _has_spatial_zero(path: str | Path) -> bool:
     return any(n.op_type == "BatchNormalization" and n.attrs.get("spatial", 1) == 0 for n in graph.nodes)
 
 
-def reference_logits(path: str | Path, input_name: str, x: np.ndarray) -> tuple[np.ndarray, str]:
+def reference_logits(path: str | Path, input_name: str, x: np.ndarray, output: str | None = None) -> tuple[np.ndarray, str]:
     """(output, referee): onnxruntime when installed and able to run the file, else the torch
-    evaluation of the graph."""
+    evaluation of the graph; ``output`` names the tensor to return (default: the graph output)."""
     if _has_spatial_zero(path):
-        return run_graph(read_graph(path), x), SPATIAL0_REFEREE
+        return run_graph(read_graph(path), x, output), SPATIAL0_REFEREE
     try:
         import onnxruntime
     except ImportError:
         referee = "the ONNX graph evaluated node by node in torch float64 (onnxruntime is not installed)"
-        return run_graph(read_graph(path), x), referee
-    return onnxruntime_logits(path, input_name, x), f"onnxruntime {onnxruntime.__version__}"
+        return run_graph(read_graph(path), x, output), referee
+    return onnxruntime_logits(path, input_name, x, output), f"onnxruntime {onnxruntime.__version__}"
 
 
 def onnx_referee(conversion: Conversion, path: str | Path, seed: int = 0) -> Referee:
@@ -70,7 +80,7 @@ def onnx_referee(conversion: Conversion, path: str | Path, seed: int = 0) -> Ref
     return Referee(
         name=SPATIAL0_REFEREE if details.get("spatial0_batchnorms") else _referee_name(),
         input=x,
-        logits=lambda batch: reference_logits(path, details["input"], batch)[0],
+        logits=lambda batch: reference_logits(path, details["input"], batch, details.get("output"))[0],
         input_description=f"standard normal, seed {seed}, shape {list(x.shape)}",
         output=details.get("output"),
     )

@@ -79,12 +79,22 @@ def test_a_block_without_its_residual_sum_is_refused(build, tmp_path, capsys):
     refuse(net.path, tmp_path, capsys, "Add 'plus", "residual Add")
 
 
-def test_a_softmax_after_the_logits_is_refused(build, tmp_path, capsys):
-    def add_softmax(nodes, inits):
-        nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["prob"], name="prob", axis=1))
+def test_a_softmax_that_is_not_the_end_or_not_over_the_classes_is_refused(build, tmp_path, capsys):
+    """A trailing Softmax over the classes is converted (tests/onnx/test_exporter_forms.py); one whose
+    probabilities something else reads, or one over another axis, is not a ResNet head."""
 
-    net = build(depth=18, residual="v2", mutate=add_softmax)
-    refuse(net.path, tmp_path, capsys, "Softmax 'prob'")
+    def read_the_probabilities(nodes, inits):
+        nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["prob"], name="prob", axis=1))
+        nodes.append(helper.make_node("Relu", ["prob"], ["after"], name="after_prob"))
+
+    net = build("read", depth=18, residual="v2", mutate=read_the_probabilities, run=False)
+    refuse(net.path, tmp_path, capsys, "Softmax 'prob'", "graph output 'after'")
+
+    def over_the_batch(nodes, inits):
+        nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["prob"], name="prob", axis=0))
+
+    net = build("batch", depth=18, residual="v2", mutate=over_the_batch, run=False)
+    refuse(net.path, tmp_path, capsys, "Softmax 'prob'", "axis 0")
 
 
 def test_a_grouped_conv_is_refused(build, tmp_path, capsys):
