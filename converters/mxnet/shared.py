@@ -48,17 +48,20 @@ def check_arch(spec: ResNetSpec, arch: str | None, where: str, found_by: str) ->
     return arch
 
 
-def metadata(spec: ResNetSpec, arch: str | None, files: list[Path], details: dict, family: str, report: ConversionReport) -> CheckpointMetadata:
+def metadata(
+    spec: ResNetSpec, arch: str | None, files: list[Path], details: dict, family: str, report: ConversionReport | None = None,
+) -> CheckpointMetadata:
     class_order, classes = source_classes(family, spec.num_classes)  # GluonCV's CIFAR nets: CIFAR-10's labels
     preprocessing = source_preprocessing(family)
     if family != "gluoncv-cifar" and spec.stem == "3x3" and spec.stem_pool == "none":
         # A thumbnail (CIFAR-style) stem: the net was made for small images, and MXNet files carry no
         # input size.  The same rule as convert-caffe: 32x32, the whole image, no resize.
         preprocessing.resize, preprocessing.crop, _ = resize_and_crop((32, 32))
-        report.warnings.append(
-            "the files give no input size; a CIFAR-style stem (3x3, stride 1, no pool): 32x32 assumed "
-            "(resize 32, crop 32); check it against the model's source"
-        )
+        if report is not None:
+            report.warnings.append(
+                "the files give no input size; a CIFAR-style stem (3x3, stride 1, no pool): 32x32 assumed "
+                "(resize 32, crop 32); check it against the model's source"
+            )
     return CheckpointMetadata(
         spec=spec,
         arch=arch,
