@@ -18,7 +18,7 @@ from resnet_port.checkpoints.weight_sources import listed_source, published_reco
 from resnet_port.converters.build import build
 from resnet_port.converters.caffe.agreement import WEIGHTED_TYPES, compare_nets
 from resnet_port.converters.caffe.caffemodel import CaffeModel
-from resnet_port.converters.caffe.graph import walk
+from resnet_port.converters.caffe.graph import units, walk
 from resnet_port.converters.caffe.recognise import blob_modules, consumed, to_skeleton
 from resnet_port.converters.caffe.layers import Node, blob_id, read_layer
 from resnet_port.converters.caffe.netstate import in_test_phase
@@ -83,6 +83,13 @@ def convert_caffe(
         raise ConversionError(f"{where}: source tensors not mapped: {', '.join(unaccounted[:5])}")
     for node in graph.ignored:
         report.notes.append(f"{node.name} ({node.type}): no weights; not part of the reference model")
+    folded = [unit.conv.name for unit in units(graph) if unit.bn is None]
+    if folded:
+        report.notes.append(
+            f"{len(folded)} BatchNorm(s) were folded into the convolution before them (first: {folded[0]}; the convs "
+            "carry the shift as a bias): set to the identity (weight 1, bias 0, mean 0, var 1 - eps), exact on this "
+            "file; the original statistics are not in the file, so recalibrate-bn starts from no statistics"
+        )
     spec, state_dict, arch = built.spec, built.state_dict, built.arch
     channels = spec.in_chans
     chosen = choose_preprocessing(

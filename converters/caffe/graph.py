@@ -36,10 +36,12 @@ from resnet_port.errors import ConversionError
 
 @dataclass
 class ConvUnit:
-    """Convolution -> BatchNorm -> (Scale) -> (Bias) -> (ReLU): one reference conv + bn pair."""
+    """Convolution -> BatchNorm -> (Scale) -> (Bias) -> (ReLU): one reference conv + bn pair.
+    ``bn`` None: the BatchNorm was folded into the conv (its bias carries the shift), as deployment
+    tools' merge-BN passes and PyTorch-to-Caffe converters write post-activation nets."""
 
     conv: Node
-    bn: Node
+    bn: Node | None
     scale: Node | None
     relu: Node | None
     out: str  # tensor id after the unit
@@ -149,6 +151,13 @@ def _unit(flow: _Dataflow, conv: Node) -> ConvUnit:
     if conv.type != "Convolution":
         raise ConversionError(f"{where}: layer {conv.name!r} ({conv.type}) does not fit a ResNet: expected a Convolution here")
     bn = flow.sole_user(flow.out(conv), conv)
+    if bn is not None and bn.type in ("ReLU", "Eltwise") and "bias" in conv.tensors:
+        # A BatchNorm folded into the conv: conv (with bias) -> ReLU, or straight into the sum.
+        tid, relu = flow.out(conv), None
+        if bn.type == "ReLU":
+            relu = _relu_ok(flow, bn)
+            tid = flow.out(relu)
+        return ConvUnit(conv, None, None, relu, tid)
     if bn is None or bn.type != "BatchNorm":
         found = "nothing" if bn is None else f"{bn.name!r} ({bn.type})"
         raise ConversionError(f"{where}: Convolution {conv.name!r} is followed by {found}; a ResNet follows it with BatchNorm")
@@ -277,11 +286,14 @@ def _preact(flow: _Dataflow, bn: Node) -> PreAct:
 
 def _meets_sum_after_conv(flow: _Dataflow, start: Node) -> bool:
     """True when the single-reader chain from ``start`` reaches an Eltwise straight from a
-    Convolution (a pre-activation body: its last conv has no BN of its own)."""
+    Convolution (a pre-activation body: its last conv has no BN of its own) and no ReLU follows
+    the sum.  A post-activation sum is rectified: there a conv meeting the sum directly had its
+    BatchNorm folded into it."""
     node, previous = start, None
     for _ in range(64):
         if node.type == "Eltwise":
-            return previous is not None and previous.type == "Convolution"
+            rectified = any(u.type == "ReLU" for u in flow.users(flow.out(node)))
+            return previous is not None and previous.type == "Convolution" and not rectified
         users = flow.users(flow.outputs[node.name][0]) if flow.outputs.get(node.name) else []
         if len(users) != 1:
             return False

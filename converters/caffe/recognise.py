@@ -54,8 +54,14 @@ def _conv(node: Node) -> Conv:
     )
 
 
+FOLDED = "folded into the conv (its bias carries the shift)"
+
+
 def _bn(unit: ConvUnit | PreAct) -> BatchNorm:
     bn, scale, bias = unit.bn, unit.scale, unit.bias
+    if bn is None:  # a post-activation unit whose BatchNorm a merge-BN pass folded into the conv
+        conv = unit.conv
+        return BatchNorm.identity(f"the BatchNorm after layer {conv.name!r}", conv.attrs["out"], 1e-5, FOLDED)
     layers = [SourceLayer(bn.name, bn.type)]
     absent = "no Scale layer follows (its scale folded elsewhere)"
     if scale is not None:
