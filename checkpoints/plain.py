@@ -53,9 +53,29 @@ def _rename(key: str, table: list[tuple[str, str]]) -> str:
     return key
 
 
+# First name components of the ResNet layouts read here: a state_dict whose every key starts with
+# another component (``net.``, ``encoder.``, ``_orig_mod.`` of torch.compile) has its model one level
+# down, under a wrapper attribute the training code chose.
+LAYOUT_ROOTS = frozenset({"conv1", "bn1", "fc", "data_bn", "backbone", "head", "stem"})
+_LAYER = re.compile(r"^layer\d+$")
+
+
+def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes that every key shares, until the keys start where a ResNet does."""
+    for _ in range(4):  # e.g. module._orig_mod.model.: a few levels at most
+        firsts = {k.split(".", 1)[0] for k in state_dict}
+        if len(firsts) != 1 or not all("." in k for k in state_dict):
+            return state_dict
+        first = firsts.pop()
+        if first in LAYOUT_ROOTS or _LAYER.match(first):
+            return state_dict
+        state_dict = {k.split(".", 1)[1]: v for k, v in state_dict.items()}
+    return state_dict
+
+
 def normalise_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Reference names for a plain state_dict, and the layout it was recognised as."""
-    renamed = {_rename(k, PREFIX_RENAMES): v for k, v in state_dict.items()}
+    renamed = _strip_wrappers({_rename(k, PREFIX_RENAMES): v for k, v in state_dict.items()})
     layout = "torchvision"
     if any(k.startswith("backbone.") for k in renamed):
         layout = "mmcls"

@@ -45,6 +45,28 @@ def test_wrapped_and_prefixed_state_dicts(tmp_path):
         torch.testing.assert_close(model(x), torchvision_forward(sd, 18, x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("prefix", ["net.", "encoder.", "_orig_mod.", "module._orig_mod.", "model.backbone_net."])
+def test_any_shared_wrapper_prefix_is_removed(tmp_path, prefix):
+    """Training code keeps the network under an attribute of its own choosing (``self.net``), and
+    torch.compile saves ``_orig_mod.``: a prefix every key shares, above the ResNet's own names."""
+    sd = torchvision_state_dict(18, num_classes=5, seed=4)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"{prefix}{k}": v for k, v in sd.items()}}, path)
+    model, meta = load_model(path)  # inferred: the prefix is gone before the names are read
+    assert meta.arch == "resnet18" and meta.spec.num_classes == 5
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchvision_forward(sd, 18, x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_prefix_only_some_keys_share_is_kept():
+    """Not a wrapper: the names stay as they are, and the layout reading refuses what does not fit."""
+    sd = torchvision_state_dict(18, seed=4)
+    mixed = {(f"net.{k}" if k.startswith("layer") else k): v for k, v in sd.items()}
+    renamed, _ = normalise_names(mixed)
+    assert set(renamed) == set(mixed)
+
+
 def test_mmcls_v1d_checkpoint_is_renamed_and_matches(tmp_path):
     sd = mmcls_v1d_state_dict(50, num_classes=7, seed=5)
     path = tmp_path / "mmcls.pth"
