@@ -112,9 +112,9 @@ class OptimizerPlan:
         lines += [f"# {r}" for r in self.reasons]
         lines.append("import torch")
         if not self.exact_with_torch_sgd:
-            lines.append("from finetune import CaffeSGD, CaffeLRPolicy")
+            lines.append("from resnet_port.finetune import CaffeSGD, CaffeLRPolicy")
         elif s.lr_policy != "fixed":
-            lines.append("from finetune import CaffeLRPolicy")
+            lines.append("from resnet_port.finetune import CaffeLRPolicy")
         lines.append("param_groups = [")
         for g in self.groups:
             what = _summarise(g.params or g.blobs) or "every parameter"

@@ -263,3 +263,22 @@ def test_a_solver_using_every_sgd_field_reads(tmp_path):
     assert list(plan.lr_at) == [0, 15000, 30000, 45000]
     assert [plan.lr_at[k] for k in plan.lr_at] == pytest.approx([0.01, 0.001, 0.0001, 0.00001])
     assert any("iter_size 4" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        RESNET_SOLVER,  # CaffeSGD + CaffeLRPolicy
+        'base_lr: 0.01\nlr_policy: "step"\ngamma: 0.1\nstepsize: 5000\nmax_iter: 5000\nmomentum: 0.9\n',  # torch SGD
+        'base_lr: 0.01\nlr_policy: "poly"\npower: 1\nmax_iter: 5000\nmomentum: 0\n',  # torch SGD + CaffeLRPolicy
+    ],
+)
+def test_the_printed_plan_runs_as_written(tmp_path, text):
+    """The code convert-solver prints is pasted by users: its imports must resolve in the installed
+    package (``resnet_port.``), and with the ``...`` placeholders filled it builds the optimizer."""
+    code = plan_optimizer(read_solver(write(tmp_path, text))).render()
+    assert "from finetune" not in code
+    weights = [torch.nn.Parameter(torch.zeros(3))]
+    namespace: dict = {"weights": weights}
+    exec(compile(code.replace('"params": ...', '"params": weights'), "<convert-solver>", "exec"), namespace)
+    assert isinstance(namespace["optimizer"], torch.optim.Optimizer)
