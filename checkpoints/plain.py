@@ -73,10 +73,57 @@ def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return state_dict
 
 
+# timm's ResNetV2 (resnetv2_18 .. resnetv2_152d: pre-activation blocks, BatchNormAct2d): stem.conv or
+# stem.conv1-3/norm1-2 (its deep stem ends at the bare third conv), stages.S.blocks.B.{normK,convK},
+# downsample.conv (bare: the BN is the next block's norm1), the final norm, a 1x1-conv head.fc.
+TIMM_V2_RENAMES: list[tuple[str, str]] = [
+    (r"^stem\.conv\.", "conv1."),
+    (r"^stem\.conv1\.", "conv1.0."),
+    (r"^stem\.norm1\.", "conv1.1."),
+    (r"^stem\.conv2\.", "conv1.3."),
+    (r"^stem\.norm2\.", "conv1.4."),
+    (r"^stem\.conv3\.", "conv1.6."),
+    (r"^(layer\d+\.\d+)\.norm(\d)\.", r"\1.bn\2."),
+    (r"^norm\.", "final_bn."),
+    (r"^head\.fc\.", "fc."),
+]
+_TIMM_V2_STAGE = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+
+
+TIMM_V2_AVG_DOWN = (
+    "average-pool projections assumed: timm's resnetv2 nets with a deep or tiered stem use avg_down, and "
+    "downsample.conv has the same name and shape either way"
+)
+
+
+def _timm_v2_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference names for a timm ResNetV2 state dict.
+
+    timm's DownsampleAvg (pool, then the 1x1 conv) and DownsampleConv (the strided conv) save the same
+    ``downsample.conv`` name and shape; every resnetv2 timm defines with a deep or tiered stem
+    averages (``avg_down=True``), every one with the 7x7 stem does not, so the stem decides."""
+    deep = "stem.conv1.weight" in state
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = _TIMM_V2_STAGE.sub(lambda m: f"layer{int(m.group(1)) + 1}.{m.group(2)}.", key)
+        key = re.sub(r"\.downsample\.conv\.", ".downsample.1." if deep else ".downsample.0.", key)
+        key = _rename(key, TIMM_V2_RENAMES)
+        if key == "fc.weight" and value.ndim == 4 and tuple(value.shape[2:]) == (1, 1):
+            value = value.reshape(value.shape[0], value.shape[1])  # the classifier as a 1x1 conv (use_conv=True)
+        out[key] = value
+    return out
+
+
+def is_timm_v2(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("stages.0.blocks.0.") for k in state_dict) and any(k.startswith("stem.conv") for k in state_dict)
+
+
 def normalise_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Reference names for a plain state_dict, and the layout it was recognised as."""
     renamed = _strip_wrappers({_rename(k, PREFIX_RENAMES): v for k, v in state_dict.items()})
     layout = "torchvision"
+    if is_timm_v2(renamed):
+        return _timm_v2_names(renamed), "timm-v2"
     if any(k.startswith("backbone.") for k in renamed):
         layout = "mmcls"
         renamed = {
@@ -152,6 +199,8 @@ _FOREIGN_MODULES: list[tuple[str, str]] = [
     (r"^layer\d+\.\d+\.(attn|attention|eca|cbam|gc|sk)\.", "an attention module in the blocks"),
     (r"^layer\d+\.\d+\.conv2\.(radix|fc1|rsoftmax)", "split attention (ResNeSt)"),
     (r"^layer\d+\.\d+\.aa\.", "anti-aliased downsampling (timm resnetaa*/resnetblur*: aa)"),
+    (r"^(layer\d+\.\d+\.bn\d|final_bn|conv1\.[14])\.v$", "EvoNorm instead of BatchNorm (timm resnetv2_*_evos)"),
+    (r"^(layer\d+\.\d+\.bn\d|final_bn|conv1\.[14])\.tau$", "FilterResponseNorm instead of BatchNorm (timm resnetv2_*_frn)"),
 ]
 # timm builds these without a parameter of their own (a blur or average pool before a stride), so a
 # bare state dict of one equals the plain net's; a timm train.py file names its arch, and that is refused.
@@ -162,6 +211,9 @@ _FEATURELESS_TIMM = [
     (r"^se", "squeeze-and-excitation attention"),
     (r"^resnetrs", "squeeze-and-excitation attention and ResNet-RS stem"),
     (r"_gn$", "GroupNorm instead of BatchNorm"),
+    (r"^resnetv2_.*_bit$", "weight-standardised convolutions and GroupNorm (BiT)"),
+    (r"_evos$", "EvoNorm instead of BatchNorm"),
+    (r"_frn$", "FilterResponseNorm instead of BatchNorm"),
 ]
 
 
@@ -192,7 +244,7 @@ def unsupported_feature(state_dict: Mapping[str, torch.Tensor], source_arch: str
     for key in state_dict:
         if key.endswith(".weight") and state_dict[key].ndim == 1 and key.removesuffix("weight") + "running_mean" not in state_dict:
             module = key.removesuffix(".weight")
-            if re.match(r"^(bn\d*|conv1\.[14]|layer\d+\.\d+\.(bn\d|downsample\.\d))$", module):
+            if re.match(r"^(bn\d*|final_bn|conv1\.[14]|layer\d+\.\d+\.(bn\d|downsample\.\d))$", module):
                 return (
                     f"a normalisation without running statistics at {module} (GroupNorm, as timm resnet50_gn); "
                     "the reference ResNet uses BatchNorm"
@@ -220,9 +272,10 @@ def recognised_spec(path: Path, state_dict: Mapping[str, torch.Tensor], layout: 
 
     stem = state_dict.get("conv1.weight")
     cifar_stem = stem is not None and stem.ndim == 4 and stem.shape[-1] == 3
+    v2 = layout == "timm-v2"  # pre-activation; its stem has no BN of its own (the first block's norm1 follows the pool)
     conventions = LayoutConventions(
-        layout=f"{layout} state dict", residual="v1", stride_in="3x3", bn_eps=1e-5,
-        stem_pool=None if cifar_stem else MAX_POOL_3X3_2,
+        layout=f"{layout} state dict", residual="v2" if v2 else "v1", stride_in="3x3", bn_eps=1e-5,
+        stem_pool=None if cifar_stem else MAX_POOL_3X3_2, stem_norm="none" if v2 else "bn_relu",
     )
     tensors = {
         key: SourceTensor((value.detach().cpu().float() if value.is_floating_point() else value.detach().cpu()).numpy(), key)
@@ -272,7 +325,7 @@ def metadata_for_plain(
         default_family = info.family
     else:
         default_family = "torchvision"
-    family = preset or ("timm" if layout == "timm" else "mmcls" if layout == "mmcls" else default_family)
+    family = preset or ("timm" if layout in ("timm", "timm-v2") else "mmcls" if layout == "mmcls" else default_family)
     metadata = CheckpointMetadata(
         spec=spec,
         arch=arch,
@@ -287,4 +340,8 @@ def metadata_for_plain(
             f"no registered arch fits; the spec is read from the names and shapes ({layout} conventions: "
             "stride in the 3x3, BN eps 1e-5)"
         )
+    if layout == "timm-v2":
+        metadata.notes["layout"] = "timm ResNetV2 names (stages.S.blocks.B, normK before convK, the final norm)"
+        if "conv1.0.weight" in state_dict:
+            metadata.notes["projections"] = TIMM_V2_AVG_DOWN
     return state_dict, metadata

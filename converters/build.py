@@ -145,8 +145,12 @@ def _stem_norm(check: _Checker, skeleton: Skeleton, kind: str) -> str:
     """What follows a one-conv stem: BN-ReLU, BN alone, or nothing (ResNetSpec.stem_norm)."""
     last = skeleton.stem[-1]
     if last.bn is None:
-        if kind == "deep" or skeleton.stem_relu:
-            raise check.fail(last.conv.label, "has no BatchNorm after it; only a one-conv stem without a ReLU may lack one")
+        pre_activation = bool(skeleton.blocks) and skeleton.blocks[0].residual == "v2"
+        if skeleton.stem_relu or (kind == "deep" and not pre_activation):
+            raise check.fail(
+                last.conv.label,
+                "has no BatchNorm after it; only a one-conv stem without a ReLU, or a pre-activation net's deep stem, may lack one",
+            )
         return "none"
     if not skeleton.stem_relu:
         if kind == "deep":
@@ -362,8 +366,6 @@ def _shortcut(check: _Checker, block: Block, cin: int, out: int, avg_down: bool)
     if conv.out_channels != out:
         raise check.fail(conv.label, f"the projection makes {conv.out_channels} channels, the body {out}")
     if short.kind == "avgpool_conv":
-        if block.residual != "v1":
-            raise check.fail(block.label, "an average-pool shortcut in a pre-activation block; the reference has none")
         if conv.stride[0] != 1 or short.stride != block.stride:
             raise check.fail(conv.label, f"the average-pool shortcut should pool by {block.stride} and project with stride 1")
     else:

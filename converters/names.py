@@ -148,7 +148,10 @@ def skeleton_from_names(tensors: Mapping[str, SourceTensor], where: str, convent
         stem = [
             ConvBN(reader.conv_at("conv1.0", 2, "the deep stem"), reader.bn_at("conv1.1", "the deep stem")),
             ConvBN(reader.conv_at("conv1.3", 1, "the deep stem"), reader.bn_at("conv1.4", "the deep stem")),
-            ConvBN(reader.conv_at("conv1.6", 1, "the deep stem"), reader.bn_at("bn1", "the stem BatchNorm")),
+            ConvBN(
+                reader.conv_at("conv1.6", 1, "the deep stem"),
+                reader.bn_at("bn1", "the stem BatchNorm") if conventions.stem_norm != "none" else None,
+            ),
         ]
     else:
         weight = reader.need("conv1.weight", "the stem conv")
@@ -175,6 +178,9 @@ def skeleton_from_names(tensors: Mapping[str, SourceTensor], where: str, convent
             if f"{prefix}.downsample.2.running_mean" in tensors:  # pool slot, conv, BN ("avg down")
                 conv = reader.conv_at(f"{prefix}.downsample.1", 1, f"the projection of block {prefix}")
                 shortcut = Shortcut("avgpool_conv", conv, reader.bn_at(f"{prefix}.downsample.2", "the projection BatchNorm"), stride)
+            elif residual == "v2" and f"{prefix}.downsample.1.weight" in tensors:  # pool slot, bare conv
+                conv = reader.conv_at(f"{prefix}.downsample.1", 1, f"the projection of block {prefix}")
+                shortcut = Shortcut("avgpool_conv", conv, None, stride, reads=conventions.v2_shortcut_input)
             elif f"{prefix}.downsample.0.weight" in tensors:
                 conv = reader.conv_at(f"{prefix}.downsample.0", stride, f"the projection of block {prefix}")
                 bn = reader.bn_at(f"{prefix}.downsample.1", "the projection BatchNorm") if residual == "v1" else None

@@ -244,7 +244,11 @@ class ResNet(nn.Module):
         spec = self.spec
         bias = "downsample" in spec.conv_bias
         if spec.residual == "v2":
-            # Pre-activation nets project with a bare conv: the BN is in the next block's bn1.
+            # Pre-activation nets project with a bare conv: the BN is in the next block's bn1.  With
+            # avg-down (timm resnetv2_*d) the pool strides and the conv follows it, as in v1.
+            if spec.shortcut == "avgpool_conv":
+                pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity()
+                return nn.Sequential(pool, nn.Conv2d(cin, cout, 1, 1, bias=bias))
             return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=bias))
         if spec.shortcut == "avgpool_conv" and stride != 1:
             return nn.Sequential(

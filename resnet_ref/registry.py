@@ -192,6 +192,25 @@ for _name, (_block, _layers, _deep, _tiers, _avg) in _TIMM.items():
     )
 
 
+# timm's ResNetV2 (resnetv2.py, the BatchNorm ones): pre-activation blocks, bottleneck stride in the
+# 3x3, a stem with no BN of its own (7x7 + max pool; or deep / tiered, ending at the bare third conv)
+# and, with the deep stems, the avg-pool shortcut.  BiT (GroupNorm, weight standardisation), EvoNorm
+# and FRN variants have no reference form.
+for _d in (18, 34, 50, 101, 152):
+    for _suffix, _stem_kw in (("", {}), ("d", {"stem": "deep", "shortcut": "avgpool_conv"})):
+        register_arch(
+            f"resnetv2_{_d}{_suffix}", _standard(_d, residual="v2", stem_norm="none", **_stem_kw), "timm",
+            f"timm resnetv2.py: pre-activation, stride in the 3x3, {'deep stem + avg-pool shortcut' if _suffix else '7x7 stem'} "
+            "without a BN of its own",
+        )
+register_arch(
+    "resnetv2_50t",
+    _standard(50, residual="v2", stem_norm="none", stem="deep", stem_widths=(24, 32), shortcut="avgpool_conv"),
+    "timm",
+    "timm resnetv2.py: pre-activation, tiered deep stem 24-32-64 without a BN of its own, avg-pool shortcut",
+)
+
+
 def list_archs(family: str | None = None) -> list[str]:
     """Registered arch names, optionally of one family, in registration order."""
     return [name for name, info in _ARCHS.items() if family is None or info.family == family]

@@ -48,13 +48,14 @@ class ResNetSpec:
     - ``stem_norm``: what follows a one-conv stem: ``"bn_relu"`` (every ImageNet ResNet), ``"bn"``
       (BN and no ReLU: GluonCV's CIFARResNetV1, whose first block then adds the un-rectified map
       to its body) or ``"none"`` (the bare conv: GluonCV's CIFARResNetV2 and Gluon's
-      ``thumbnail=True`` nets; in v2 the first block's BN-ReLU follows).  The deep stem always
-      ends with BN-ReLU.
+      ``thumbnail=True`` nets, timm's ResNetV2; in v2 the first block's BN-ReLU follows).  The deep
+      stem ends with BN-ReLU, except in v2 nets, whose deep stem may end at its bare third conv
+      (timm ``resnetv2_*d``: ``"none"``).
     - ``stem_pool``: ``"max"`` 3x3/2 padding 1 floor rounding (torchvision, Gluon, MXNet);
       ``"max_ceil"`` 3x3/2 padding 0 ceil rounding (Caffe: 112 -> 56, where floor gives 55);
       ``"none"`` (CIFAR).
     - ``shortcut``: ``"conv"`` 1x1 strided conv (+ BN in v1); ``"avgpool_conv"`` average pool then
-      1x1 conv + BN (V1d "avg down").
+      1x1 conv (+ BN in v1) (V1d "avg down"; timm ``resnetv2_*d`` in v2).
     - ``v2_shortcut_input``: what a v2 projection reads: ``"preactivated"``, the block's input after
       its BN-ReLU (He et al. 2016, Gluon's model zoo, MXNet's symbolic nets), or ``"block_input"``,
       the raw block input (GluonCV's CIFARBasicBlockV2: ``residual = x`` before ``bn1``).  v1 nets
@@ -167,14 +168,15 @@ class ResNetSpec:
             raise SpecError(f"ResNetSpec.stem_width must be even for the deep stem, got {self.stem_width}")
         if not self.bn_eps > 0 or any(not eps > 0 for _, eps in self.bn_eps_overrides):
             raise SpecError(f"ResNetSpec.bn_eps and bn_eps_overrides must be positive, got {self.bn_eps} and {self.bn_eps_overrides}")
-        if self.stem == "deep" and self.stem_norm != "bn_relu":
-            raise SpecError(f"ResNetSpec.stem_norm={self.stem_norm!r} needs a one-conv stem; the deep stem ends with BN-ReLU")
+        if self.stem == "deep" and self.stem_norm != "bn_relu" and not (self.stem_norm == "none" and self.residual == "v2"):
+            raise SpecError(
+                f"ResNetSpec.stem_norm={self.stem_norm!r} needs a one-conv stem; the deep stem ends with BN-ReLU "
+                "(or, in a pre-activation net, with its bare third conv: stem_norm='none')"
+            )
         if self.v2_shortcut_input != "preactivated" and self.residual != "v2":
             raise SpecError(
                 f"ResNetSpec.v2_shortcut_input={self.v2_shortcut_input!r} is only defined for residual='v2'"
             )
-        if self.shortcut == "avgpool_conv" and self.residual == "v2":
-            raise SpecError("ResNetSpec.shortcut='avgpool_conv' is only defined for residual='v1'")
 
     # -- derived facts ------------------------------------------------------------------------
     @property

@@ -107,6 +107,9 @@ def test_stem_norm_and_v2_shortcut_input_combinations():
     before these fields existed reads back with the old behaviour (the defaults)."""
     with pytest.raises(SpecError, match="stem_norm"):
         get_spec("resnet50_v1c").replace(stem_norm="bn")
+    with pytest.raises(SpecError, match="stem_norm"):  # a bare deep stem only before pre-activation blocks
+        get_spec("resnet50_v1c").replace(stem_norm="none")
+    assert get_spec("resnetv2_50d").stem_norm == "none"
     with pytest.raises(SpecError, match="v2_shortcut_input"):
         get_spec("resnet50").replace(v2_shortcut_input="block_input")
     old = get_spec("resnet50_v2").to_dict()
@@ -114,3 +117,26 @@ def test_stem_norm_and_v2_shortcut_input_combinations():
     assert ResNetSpec.from_dict(old) == get_spec("resnet50_v2")
     assert "bn1.running_mean" not in build_model(get_spec("cifar_resnet20_v2")).state_dict()
     assert get_spec("cifar_resnet20_v1").num_classes == 10 and get_spec("cifar_resnet20_v1", 100).num_classes == 100
+
+
+def test_v2_avg_pool_shortcut_pools_then_projects():
+    """timm resnetv2_*d: the shortcut of a strided v2 block average-pools (2x2/2, ceil, padding not
+    counted) and then applies a bare 1x1 conv to the pre-activated input; computed here by hand."""
+    import torch
+    import torch.nn.functional as F
+
+    spec = get_spec("resnetv2_18d").replace(layers=(1, 1, 1, 1), num_classes=3)
+    model = build_model(spec).eval()
+    block = model.layer2[0]
+    assert isinstance(block.downsample[0], torch.nn.AvgPool2d) and "layer2.0.downsample.1.weight" in model.state_dict()
+    assert model.layer1[0].downsample is None  # 64 -> 64, stride 1: an identity shortcut
+    x = torch.randn(1, 64, 9, 9, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for bn in (block.bn1,):
+            bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0)
+        pre = F.relu(F.batch_norm(x, block.bn1.running_mean, block.bn1.running_var, block.bn1.weight, block.bn1.bias, eps=block.bn1.eps))
+        pooled = F.avg_pool2d(pre, 2, 2, ceil_mode=True, count_include_pad=False)  # 9 -> 5, the last window partial
+        expected = F.conv2d(pooled, block.downsample[1].weight)
+        got = block.downsample(pre)
+    assert got.shape == (1, 128, 5, 5)
+    torch.testing.assert_close(got, expected)

@@ -128,3 +128,58 @@ def test_anti_aliased_timm_resnets_are_refused_from_their_train_checkpoint(timm,
     torch.save({"epoch": 9, "arch": name, "state_dict": state, "optimizer": {}, "version": 2, "metric": 71.2}, path)
     with pytest.raises(CheckpointError, match=f"names arch '{name}', which has anti-aliased downsampling"):
         load_model(path)
+
+
+# -- timm's ResNetV2 (resnetv2.py): pre-activation nets ------------------------------------------------
+PLAIN_V2 = [f"resnetv2_{d}{s}" for d in (18, 34, 50, 101, 152) for s in ("", "d")] + ["resnetv2_50t"]
+FEATURES_V2 = [
+    (r"_bit$", "without running statistics"),  # GroupNorm + weight-standardised convs (BiT)
+    (r"_gn$", "without running statistics"),
+    (r"_evos$", "EvoNorm"),
+    (r"_frn$", "FilterResponseNorm"),
+]
+
+
+def test_every_timm_resnetv2_name_is_classified(timm):
+    names = set(timm.list_models(module="resnetv2"))
+    covered = set(PLAIN_V2) | {n for n in names if any(re.search(p, n) for p, _ in FEATURES_V2)}
+    assert names <= covered, sorted(names - covered)
+    assert set(PLAIN_V2) <= names
+
+
+@pytest.mark.parametrize("name", PLAIN_V2)
+def test_timm_resnetv2_loads_and_gives_timms_logits(timm, tmp_path, name):
+    """Names and shapes alone: the pre-activation blocks, the BN-less stem, the final norm, the 1x1-conv
+    head and (deep and tiered stems) the average-pool projections that the names cannot show."""
+    model = build(timm, name, seed=len(name) + 1)
+    path = tmp_path / f"{name}.pth"
+    torch.save(model.state_dict(), path)
+    ours, meta = load_model(path)
+    assert meta.arch == name and meta.spec.residual == "v2" and meta.spec.stem_norm == "none"
+    assert meta.source.framework == "timm-v2"
+    assert (meta.spec.shortcut == "avgpool_conv") == (meta.spec.stem == "deep")
+    if meta.spec.stem == "deep":
+        assert "average-pool projections assumed" in meta.notes["projections"]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.inference_mode():
+        ref = model.double()(x)
+        got = ours.double()(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * ref.abs().max().item(), name
+
+
+def test_timm_resnetv2_variants_without_batchnorm_are_refused(timm, tmp_path):
+    refused = [n for n in timm.list_models(module="resnetv2") if n not in PLAIN_V2]
+    assert len(refused) >= 8
+    for name in refused:
+        words = next(w for p, w in FEATURES_V2 if re.search(p, name))
+        with torch.device("meta"):
+            shapes = timm.create_model(name, pretrained=False).state_dict()
+        feature = unsupported_feature(normalise_names(shapes)[0])
+        assert feature is not None and words in feature, (name, feature)
+    # one real file, saved by timm's train.py: the arch it names is refused too
+    torch.manual_seed(0)
+    path = tmp_path / "last.pth.tar"
+    state = timm.create_model("resnetv2_50x1_bit", pretrained=False, num_classes=7).state_dict()
+    torch.save({"epoch": 3, "arch": "resnetv2_50x1_bit", "state_dict": state, "version": 2}, path)
+    with pytest.raises(CheckpointError, match="weight-standardised convolutions and GroupNorm"):
+        load_model(path)
