@@ -20,7 +20,7 @@ import torch
 
 from resnet_port.checkpoints.metadata import CheckpointMetadata, SourceFile, SourceInfo
 from resnet_port.checkpoints.presets import preset_preprocessing
-from resnet_port.checkpoints.weight_sources import published_record
+from resnet_port.checkpoints.weight_sources import published_record, source_classes
 from resnet_port.errors import CheckpointError, ConversionError
 from resnet_port.resnet_ref import ResNet, ResNetSpec, arch_info, get_spec, list_archs
 
@@ -325,10 +325,17 @@ def metadata_for_plain(
         default_family = info.family
     else:
         default_family = "torchvision"
-    family = preset or ("timm" if layout in ("timm", "timm-v2") else "mmcls" if layout == "mmcls" else default_family)
+    # A CIFAR stem (3x3/1, no pool: mmcls ResNet_CIFAR) was trained on 32x32 images, whoever saved it.
+    cifar = spec.stem == "3x3" and spec.stem_pool == "none"
+    family = preset or (
+        "cifar" if cifar else "timm" if layout in ("timm", "timm-v2") else "mmcls" if layout == "mmcls" else default_family
+    )
+    class_order, classes = source_classes(family, spec.num_classes)
     metadata = CheckpointMetadata(
         spec=spec,
         arch=arch,
+        class_order=class_order,
+        classes=classes,
         preprocessing=preset_preprocessing(family),
         source=SourceInfo(framework=layout, files=[SourceFile.of(path)], details={"arch_inferred": inferred}),
         notes={"preprocessing": f"preset {family!r}: the file itself carries no preprocessing"},

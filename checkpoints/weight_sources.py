@@ -86,7 +86,8 @@ SOURCES: dict[str, WeightSource] = {
                      CIFAR10_CLASS_ORDER, CIFAR10_CLASSES),
         WeightSource("cifar", "CIFAR ResNets", "CIFAR training conventions",
                      lambda: Preprocessing("RGB", 255.0, CIFAR_MEAN, CIFAR_STD, resize=32, crop=32),
-                     "CIFAR-10 per-channel mean/std in 0-255, 32x32, no resize"),
+                     "CIFAR-10 per-channel mean/std in 0-255, 32x32, no resize",
+                     CIFAR10_CLASS_ORDER, CIFAR10_CLASSES),
     )
 }
 

@@ -113,3 +113,20 @@ def test_an_unregistered_layout_is_read_into_a_spec_from_names_and_shapes(tmp_pa
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         torch.testing.assert_close(model(x), torchvision_forward(sd, 50, x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_cifar_stem_records_cifar_preprocessing_whoever_saved_it(tmp_path):
+    """mmcls ResNet_CIFAR (conv1 3x3/1, no max pool) saved as an mmcls runner file: the layout says
+    mmcls, the stem says 32x32 images; with 10 classes, CIFAR-10's label order."""
+    sd = torchvision_state_dict(18, num_classes=10, seed=6)
+    sd["conv1.weight"] = torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(7))
+    renamed = {(f"head.{k}" if k.startswith("fc.") else f"backbone.{k}"): v for k, v in sd.items()}
+    path = tmp_path / "mmcls_cifar.pth"
+    torch.save({"meta": {"mmcls_version": "0.25.0"}, "state_dict": renamed}, path)
+    _, meta = load_model(path)
+    assert meta.arch == "cifar_resnet18" and meta.source.framework == "mmcls"
+    pre = meta.preprocessing
+    assert (pre.resize, pre.crop, pre.pixel_max) == (32, 32, 255.0) and pre.mean == (125.307, 122.961, 113.8575)
+    assert meta.class_order == "cifar10" and meta.classes[0] == "airplane"
+    _, imagenet = load_model(path, preset="mmcls")  # the user's word wins
+    assert imagenet.preprocessing.crop == 224
