@@ -114,6 +114,18 @@ def _timm_v2_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+# The CIFAR ResNets of kuangliu/pytorch-cifar and the many repositories that copy it: torchvision's
+# block names, but ``shortcut.0/.1`` for the projection and ``linear`` for the classifier.
+PYTORCH_CIFAR_RENAMES: list[tuple[str, str]] = [
+    (r"^(layer\d+\.\d+)\.shortcut\.", r"\1.downsample."),
+    (r"^linear\.", "fc."),
+]
+
+
+def is_pytorch_cifar(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return "linear.weight" in state_dict and "fc.weight" not in state_dict and "conv1.weight" in state_dict
+
+
 def is_timm_v2(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("stages.0.blocks.0.") for k in state_dict) and any(k.startswith("stem.conv") for k in state_dict)
 
@@ -124,6 +136,8 @@ def normalise_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, t
     layout = "torchvision"
     if is_timm_v2(renamed):
         return _timm_v2_names(renamed), "timm-v2"
+    if is_pytorch_cifar(renamed):
+        return {_rename(k, PYTORCH_CIFAR_RENAMES): v for k, v in renamed.items()}, "pytorch-cifar"
     if any(k.startswith("backbone.") for k in renamed):
         layout = "mmcls"
         renamed = {

@@ -68,11 +68,15 @@ def _apply_bn(sd: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def torchvision_forward(sd: dict, depth: int, x: torch.Tensor) -> torch.Tensor:
-    """torchvision's ResNet forward (v1.5: the bottleneck's stride in its 3x3), from the state_dict."""
+def torchvision_forward(sd: dict, depth: int, x: torch.Tensor, cifar_stem: bool = False) -> torch.Tensor:
+    """torchvision's ResNet forward (v1.5: the bottleneck's stride in its 3x3), from the state_dict;
+    ``cifar_stem``: the CIFAR nets' 3x3/1 conv and no max pool instead of the 7x7/2 conv and pool."""
     block, layers = DEPTHS[depth]
-    x = F.relu(_apply_bn(sd, "bn1", F.conv2d(x, sd["conv1.weight"], stride=2, padding=3)))
-    x = F.max_pool2d(x, 3, 2, padding=1)
+    if cifar_stem:
+        x = F.relu(_apply_bn(sd, "bn1", F.conv2d(x, sd["conv1.weight"], stride=1, padding=1)))
+    else:
+        x = F.relu(_apply_bn(sd, "bn1", F.conv2d(x, sd["conv1.weight"], stride=2, padding=3)))
+        x = F.max_pool2d(x, 3, 2, padding=1)
     for stage, n in enumerate(layers):
         for b in range(n):
             p = f"layer{stage + 1}.{b}"

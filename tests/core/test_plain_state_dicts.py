@@ -130,3 +130,22 @@ def test_a_cifar_stem_records_cifar_preprocessing_whoever_saved_it(tmp_path):
     assert meta.class_order == "cifar10" and meta.classes[0] == "airplane"
     _, imagenet = load_model(path, preset="mmcls")  # the user's word wins
     assert imagenet.preprocessing.crop == 224
+
+
+def test_pytorch_cifar_training_checkpoint(tmp_path):
+    """kuangliu/pytorch-cifar's ResNet18 (copied by many repositories): torchvision's block names but
+    ``shortcut.0/.1`` and ``linear``, saved as ``{'net': DataParallel state, 'acc', 'epoch'}``."""
+    sd = torchvision_state_dict(18, num_classes=10, seed=8)
+    sd["conv1.weight"] = torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(9)) * 0.2
+    kuangliu = {
+        "module." + k.replace(".downsample.", ".shortcut.").replace("fc.", "linear."): v for k, v in sd.items()
+    }
+    assert "module.layer2.0.shortcut.0.weight" in kuangliu and "module.linear.weight" in kuangliu
+    path = tmp_path / "ckpt.pth"
+    torch.save({"net": kuangliu, "acc": 95.04, "epoch": 199}, path)
+    model, meta = load_model(path)
+    assert meta.arch == "cifar_resnet18" and meta.source.framework == "pytorch-cifar"
+    assert meta.preprocessing.crop == 32 and meta.class_order == "cifar10"
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(10))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchvision_forward(sd, 18, x, cifar_stem=True), rtol=1e-4, atol=1e-4)
