@@ -382,6 +382,8 @@ def _block_v2_after(
     raw = raw or []
     a = pre_relu.output
     a_users = walker.users(a)
+    pool, pooled = _avg_down_pool(walker, a_users)  # timm resnetv2_*d: pool, then the bare projection conv
+    a_users = [u for u in a_users if u is not pool] + pooled
     convs = [u for u in a_users if isinstance(u, ConvLayer)]
     if len(convs) != len(a_users) or not convs or len(convs) > 2:
         odd = [u for u in a_users if not isinstance(u, ConvLayer)]
@@ -420,7 +422,9 @@ def _block_v2_after(
     if shortcut_conv is None:
         _expect(walker, adds == [add], add.node, "the residual Add should sum the block input and the body")
         other = x
-    _close_block(walker, add, body, other, [shortcut_conv] if shortcut_conv else [])
+    if pool is not None and shortcut_conv is not pooled[0]:
+        raise walker.fail(pool.node, "the avg-down pool should feed the projection, not the block body")
+    _close_block(walker, add, body, other, [layer for layer in (pool, shortcut_conv) if layer is not None])
     walker.visit(add)
     # the BN after conv K (before conv K + 1) can be folded into conv K; None where it was
     body_bns = [slot for slot, k in zip(slots, V2_BODIES[kind]) if k is BatchNormLayer]
@@ -432,6 +436,7 @@ def _block_v2_after(
         shortcut_conv,
         None,
         (pre_bn or pre_relu).node,
+        pool,
         shortcut_reads=reads,
     )
     return block, add.output
@@ -471,6 +476,12 @@ def _stem(walker: _Walker, conv: ConvLayer) -> tuple[list[tuple[ConvLayer, Batch
         early = not units and conv.kernel == (3, 3) and conv.stride[0] == 1
         if early and (len(walker.users(conv.output)) > 1 or _preactivates_first_block(walker, conv)):
             return [(conv, None)], conv.output, False
+        readers = walker.users(conv.output)
+        if (not units and conv.kernel == (7, 7) or len(units) == 2) and len(readers) == 1 and isinstance(readers[0], MaxPoolLayer):
+            # a stem with no BN or ReLU of its own before the pool (timm's ResNetV2: the first block's
+            # pre-activation follows the pool): the 7x7 conv, or the deep stem's bare third conv
+            units.append((conv, None))
+            return units, conv.output, False
         after = walker.only_user(conv.output, (BatchNormLayer, ReluLayer), "the stem BatchNorm (or its ReLU)")
         bn = after if isinstance(after, BatchNormLayer) else None  # None: folded into the stem conv
         if bn is not None:
@@ -539,7 +550,7 @@ def recognise(graph: OnnxGraph) -> Recognised:
     if input_bn is not None:
         _check_bn(walker, input_bn, stem[0][0].in_channels, "the input BatchNorm")
     stem_pool = None
-    if stem_relu and any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
+    if any(isinstance(u, MaxPoolLayer) for u in walker.users(x)):
         stem_pool = walker.only_user(x, MaxPoolLayer, "the stem max pool")
         x = stem_pool.output
 
@@ -655,7 +666,7 @@ def _all_bns(found: Recognised) -> list[BatchNormLayer | None]:
 
 def folded_count(found: Recognised) -> int:
     """How many BN slots of the reference the graph has folded into convs (identity BNs)."""
-    slots = [bn for _, bn in found.stem] if found.stem_relu else []
+    slots = [bn for _, bn in (found.stem if found.stem_relu else found.stem[:-1])]
     slots += [bn for block in found.blocks for bn in block.bns]
     slots += [block.shortcut_bn for block in found.blocks if block.residual == "v1" and block.shortcut_conv is not None]
     return sum(bn is None for bn in slots)
@@ -716,7 +727,7 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
             conv = _conv(graph, block.shortcut_conv)
             bn = _bn_after(block.shortcut_bn, conv, eps) if block.residual == "v1" else _bn(block.shortcut_bn)
             if block.shortcut_pool is not None:
-                shortcut = Shortcut("avgpool_conv", conv, bn, block.shortcut_pool.stride[0])
+                shortcut = Shortcut("avgpool_conv", conv, bn, block.shortcut_pool.stride[0], reads=block.shortcut_reads)
             else:
                 shortcut = Shortcut("conv", conv, bn, conv.stride[0], reads=block.shortcut_reads)
         blocks.append(SkeletonBlock(label=block.first.label, residual=block.residual, body=body, shortcut=shortcut))
@@ -734,7 +745,8 @@ def to_skeleton(graph: OnnxGraph, found: Recognised) -> Skeleton:
         conv = _conv(graph, conv_layer)
         # a stem that ends without a ReLU and without a BN node is the bare conv (stem_norm "none"): a BN
         # folded into it would read the same, and the bare conv with its bias is that network exactly
-        bn = _bn_after(bn_layer, conv, eps) if found.stem_relu or bn_layer is not None else None
+        last = conv_layer is found.stem[-1][0]
+        bn = _bn_after(bn_layer, conv, eps) if found.stem_relu or bn_layer is not None or not last else None
         stem.append(ConvBN(conv, bn))
     return Skeleton(
         where=str(graph.path),

@@ -411,6 +411,36 @@ def test_pre_activation_export_folds_the_inner_bns(tmp_path, arch, folded):
     assert torch.allclose(conversion.state_dict["layer1.0.bn1.running_var"], original["layer1.0.bn1.running_var"].float())
 
 
+@pytest.mark.parametrize("arch,folded", [("resnetv2_18", 8), ("resnetv2_50d", 34), ("resnetv2_50t", 34)])
+def test_timm_resnetv2_exports_with_a_bn_less_stem(tmp_path, arch, folded):
+    """timm's ResNetV2 layout: the stem has no BN or ReLU of its own (the 7x7 conv, or the deep stem's
+    bare third conv, feeds the max pool), and the deep-stem nets average-pool before each strided
+    projection.  Exported by torch.onnx from the reference model, refereed by onnxruntime and the
+    source model; the deep stem's first two BNs and every bn2/bn3 are folded by the exporter."""
+    base = get_spec(arch, 10)
+    stem = {} if base.stem != "deep" else {"stem_widths": (4, 6) if base.stem_widths else ()}
+    spec = dataclasses.replace(base, widths=(4, 8, 8, 16), stem_width=8, **stem)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    seed_batchnorms(model, 2)
+    path = tmp_path / f"{arch}.onnx"
+    export(model, path)
+    found = ops(path)
+    assert "MaxPool" in found and ("AveragePool" in found) == (spec.shortcut == "avgpool_conv")
+    conversion = convert_onnx(path)
+    assert conversion.metadata.source.details["folded_batchnorms"] == folded
+    got = conversion.spec
+    assert (got.residual, got.stem, got.stem_norm, got.shortcut) == ("v2", spec.stem, "none", spec.shortcut)
+    assert got.stem_widths == spec.stem_widths
+    assert ("stem" in got.conv_bias) == (spec.stem == "deep")  # only the deep stem has BNs to fold into its convs
+    x = probe()
+    ours = run_converted(conversion, x).numpy()
+    assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
+    with torch.inference_mode():
+        source = model.double()(torch.from_numpy(x).double()).numpy()
+    assert rel_diff(source, ours) <= TOLERANCE
+
+
 @pytest.mark.slow
 def test_dynamo_export_with_a_dynamic_batch(tmp_path):
     import onnxscript  # noqa: F401
