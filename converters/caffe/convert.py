@@ -83,7 +83,14 @@ def convert_caffe(
         raise ConversionError(f"{where}: source tensors not mapped: {', '.join(unaccounted[:5])}")
     for node in graph.ignored:
         report.notes.append(f"{node.name} ({node.type}): no weights; not part of the reference model")
-    folded = [unit.conv.name for unit in units(graph) if unit.bn is None]
+    folded = [unit.conv.name for unit in units(graph) if unit.bn is None and unit.scale is None and unit.bias is None]
+    affine_only = [unit.conv.name for unit in units(graph) if unit.bn is None and (unit.scale is not None or unit.bias is not None)]
+    if affine_only:
+        report.notes.append(
+            f"{len(affine_only)} conv(s) are followed by a Scale with no BatchNorm (first: {affine_only[0]}; the "
+            "statistics were folded into the Scale): read as BatchNorms with mean 0 and variance 1 - eps and the "
+            "Scale's gamma and beta, exact on this file; recalibrate-bn starts from no statistics"
+        )
     if folded:
         report.notes.append(
             f"{len(folded)} BatchNorm(s) were folded into the convolution before them (first: {folded[0]}; the convs "

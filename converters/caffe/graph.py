@@ -151,6 +151,12 @@ def _unit(flow: _Dataflow, conv: Node) -> ConvUnit:
     if conv.type != "Convolution":
         raise ConversionError(f"{where}: layer {conv.name!r} ({conv.type}) does not fit a ResNet: expected a Convolution here")
     bn = flow.sole_user(flow.out(conv), conv)
+    if bn is not None and bn.type in ("Scale", "Bias"):
+        # The BatchNorm's statistics folded into the Scale (and Bias) after the conv: an affine-only BN.
+        scale, bias, tid = _affine(flow, conv)
+        users = flow.users(tid)
+        relu = _relu_ok(flow, users[0]) if len(users) == 1 and users[0].type == "ReLU" else None
+        return ConvUnit(conv, None, scale, relu, flow.out(relu) if relu is not None else tid, bias)
     if bn is not None and bn.type in ("ReLU", "Eltwise") and "bias" in conv.tensors:
         # A BatchNorm folded into the conv: conv (with bias) -> ReLU, or straight into the sum.
         tid, relu = flow.out(conv), None
@@ -254,18 +260,20 @@ def _relu_ok(flow: _Dataflow, node: Node) -> Node:
 
 
 def _affine(flow: _Dataflow, bn: Node) -> tuple[Node | None, Node | None, str]:
-    """The Scale and/or Bias layer after a BatchNorm (each taken when it is the sole reader of the
-    blob before it), and the blob after them.  A bias-less Scale + Bias is how some converters
-    write Scale(bias_term); a Bias alone is gamma 1 with a beta."""
+    """The Scale and/or Bias layer after a BatchNorm (or after a Convolution whose BN statistics were
+    folded into them), each taken when it is the sole reader of the blob before it, and the blob
+    after them.  A bias-less Scale + Bias is how some converters write Scale(bias_term); a Bias alone
+    is gamma 1 with a beta."""
     tid = flow.out(bn)
+    channels = bn.attrs["out"] if bn.type == "Convolution" else bn.attrs["channels"]
     found: dict[str, Node] = {}
     for kind in ("Scale", "Bias"):
         users = flow.users(tid)
         if len(users) == 1 and users[0].type == kind:
             node = users[0]
-            if node.attrs["channels"] != bn.attrs["channels"]:
+            if node.attrs["channels"] != channels:
                 raise ConversionError(
-                    f"{flow.where}: {kind} {node.name!r} has {node.attrs['channels']} channels, BatchNorm {bn.name!r} {bn.attrs['channels']}"
+                    f"{flow.where}: {kind} {node.name!r} has {node.attrs['channels']} channels, {bn.type} {bn.name!r} {channels}"
                 )
             found[kind] = node
             tid = flow.out(node)

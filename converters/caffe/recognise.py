@@ -55,13 +55,34 @@ def _conv(node: Node) -> Conv:
 
 
 FOLDED = "folded into the conv (its bias carries the shift)"
+STATS_FOLDED = "no BatchNorm: its statistics folded into the Scale after the conv (mean 0, variance 1 - eps)"
+
+
+def _affine_parts(scale: Node | None, bias: Node | None) -> tuple[list[SourceLayer], SourceTensor | None, SourceTensor | None]:
+    """(layers, gamma, beta) of a Scale and/or Bias pair: a Scale's own bias and a Bias layer add up."""
+    layers = [SourceLayer(n.name, n.type) for n in (scale, bias) if n is not None]
+    beta = _tensor(scale, "bias") if scale is not None else None
+    if bias is not None:
+        added = _tensor(bias, "bias")
+        beta = added if beta is None else SourceTensor(
+            (beta.array.astype(np.float32) + added.array.astype(np.float32)).astype(np.float32), f"{beta.ref} + {added.ref}"
+        )
+    return layers, (_tensor(scale, "weight") if scale is not None else None), beta
 
 
 def _bn(unit: ConvUnit | PreAct) -> BatchNorm:
     bn, scale, bias = unit.bn, unit.scale, unit.bias
-    if bn is None:  # a post-activation unit whose BatchNorm a merge-BN pass folded into the conv
+    if bn is None and scale is None and bias is None:  # a merge-BN pass folded the BatchNorm into the conv
         conv = unit.conv
         return BatchNorm.identity(f"the BatchNorm after layer {conv.name!r}", conv.attrs["out"], 1e-5, FOLDED)
+    if bn is None:  # the statistics folded into the Scale / Bias after the conv: zero mean, unit variance
+        conv = unit.conv
+        stats = BatchNorm.identity("", conv.attrs["out"], 1e-5, STATS_FOLDED)
+        affine = _affine_parts(scale, bias)
+        return BatchNorm(
+            label=_label(scale or bias), layers=affine[0], eps=stats.eps, running_mean=stats.running_mean,
+            running_var=stats.running_var, gamma=affine[1], beta=affine[2], absent=STATS_FOLDED,
+        )
     layers = [SourceLayer(bn.name, bn.type)]
     absent = "no Scale layer follows (its scale folded elsewhere)"
     if scale is not None:

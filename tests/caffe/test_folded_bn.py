@@ -125,3 +125,48 @@ def test_a_preactivation_first_block_is_still_read_as_v2(tmp_path):
     assert conversion.spec.residual == "v2"
     x = seeded((2, 3, net.input_size, net.input_size), seed=6)
     assert rel(logits(text, blobs, x, output="classifier"), run_converted(conversion, x)) <= TOL
+
+
+def fold_into_scale(text: str, blobs: dict) -> tuple[str, dict]:
+    """The net with each BatchNorm's statistics folded into the Scale after it (the BatchNorm layer
+    removed): gamma' = gamma / sqrt(var + eps), beta' = beta - mean * gamma'."""
+    net = parse_prototxt(text)
+    out = {name: [np.asarray(b) for b in arrays] for name, arrays in blobs.items()}
+    dropped = set()
+    for i, layer in enumerate(net.layer):
+        if layer.type != "BatchNorm":
+            continue
+        scale = net.layer[i + 1]
+        assert scale.type == "Scale" and scale.bottom[0] == layer.bottom[0]
+        mean, var, factor = (np.asarray(b, np.float64).reshape(-1) for b in blobs[layer.name])
+        mean, var = mean / factor[0], var / factor[0]
+        eps = layer.batch_norm_param.eps if layer.batch_norm_param.HasField("eps") else 1e-5
+        gamma, beta = (np.asarray(b, np.float64) for b in blobs[scale.name])
+        k = gamma / np.sqrt(var + eps)
+        out[scale.name] = [k.astype(np.float32), (beta - mean * k).astype(np.float32)]
+        dropped.add(layer.name)
+        out.pop(layer.name)
+    kept = [layer for layer in net.layer if layer.name not in dropped]
+    del net.layer[:]
+    net.layer.extend(kept)
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(net), out
+
+
+def test_batchnorm_statistics_folded_into_the_scale(tmp_path):
+    """conv -> Scale (no BatchNorm) -> ReLU: the Scale carries the normalisation; exact."""
+    original = resnet_prototxt(input_size=64, pool5=2, block="bottleneck")
+    blobs = weights_for(parse_prototxt(original), seed=23)
+    text, folded = fold_into_scale(original, blobs)
+    assert "BatchNorm" not in text and "Scale" in text
+    prototxt = tmp_path / "scale_only.prototxt"
+    prototxt.write_text(text)
+    model = write_caffemodel(tmp_path / "scale_only.caffemodel", parse_prototxt(text), folded)
+    conversion = convert_caffe(model, prototxt=prototxt, verify=True)
+    assert any("followed by a Scale with no BatchNorm" in note for note in conversion.report.notes)
+    assert conversion.report.mapped["bn1.weight"].startswith("scale_conv1")
+    x = seeded((2, 3, 64, 64), seed=5)
+    ours = run_converted(conversion, x)
+    assert rel(logits(text, folded, x), ours) <= TOL
+    assert rel(logits(original, blobs, x), ours) <= TOL
