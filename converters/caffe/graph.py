@@ -153,10 +153,8 @@ def _unit(flow: _Dataflow, conv: Node) -> ConvUnit:
     bn = flow.sole_user(flow.out(conv), conv)
     if bn is not None and bn.type in ("Scale", "Bias"):
         # The BatchNorm's statistics folded into the Scale (and Bias) after the conv: an affine-only BN.
-        scale, bias, tid = _affine(flow, conv)
-        users = flow.users(tid)
-        relu = _relu_ok(flow, users[0]) if len(users) == 1 and users[0].type == "ReLU" else None
-        return ConvUnit(conv, None, scale, relu, flow.out(relu) if relu is not None else tid, bias)
+        scale, bias, relu, tid = _affine_relu(flow, conv)
+        return ConvUnit(conv, None, scale, relu, tid, bias)
     if bn is not None and bn.type in ("ReLU", "Eltwise") and "bias" in conv.tensors:
         # A BatchNorm folded into the conv: conv (with bias) -> ReLU, or straight into the sum.
         tid, relu = flow.out(conv), None
@@ -172,13 +170,7 @@ def _unit(flow: _Dataflow, conv: Node) -> ConvUnit:
             f"{where}: BatchNorm {bn.name!r} has {bn.attrs['channels']} channels, Convolution {conv.name!r} makes {conv.attrs['out']}"
         )
     flow.sole_user(flow.out(bn), bn)
-    scale, bias, tid = _affine(flow, bn)
-    users = flow.users(tid)
-    nxt = users[0] if len(users) == 1 else None
-    relu = None
-    if nxt is not None and nxt.type == "ReLU":
-        relu = _relu_ok(flow, nxt)
-        tid = flow.out(relu)
+    scale, bias, relu, tid = _affine_relu(flow, bn)
     return ConvUnit(conv, bn, scale, relu, tid, bias)
 
 
@@ -280,15 +272,20 @@ def _affine(flow: _Dataflow, bn: Node) -> tuple[Node | None, Node | None, str]:
     return found.get("Scale"), found.get("Bias"), tid
 
 
-def _preact(flow: _Dataflow, bn: Node) -> PreAct:
-    """BatchNorm -> (Scale) -> (Bias) -> (ReLU) from ``bn``; the ReLU only when it is the sole reader."""
-    scale, bias, tid = _affine(flow, bn)
+def _affine_relu(flow: _Dataflow, node: Node) -> tuple[Node | None, Node | None, Node | None, str]:
+    """(Scale, Bias, ReLU, the blob after them) after ``node``; the ReLU only when it is the sole reader."""
+    scale, bias, tid = _affine(flow, node)
     users = flow.users(tid)
-    nxt = users[0] if len(users) == 1 else None
     relu = None
-    if nxt is not None and nxt.type == "ReLU":
-        relu = _relu_ok(flow, nxt)
+    if len(users) == 1 and users[0].type == "ReLU":
+        relu = _relu_ok(flow, users[0])
         tid = flow.out(relu)
+    return scale, bias, relu, tid
+
+
+def _preact(flow: _Dataflow, bn: Node) -> PreAct:
+    """BatchNorm -> (Scale) -> (Bias) -> (ReLU) from ``bn``."""
+    scale, bias, relu, tid = _affine_relu(flow, bn)
     return PreAct(bn, scale, relu, tid, bias)
 
 

@@ -59,7 +59,8 @@ STATS_FOLDED = "no BatchNorm: its statistics folded into the Scale after the con
 
 
 def _affine_parts(scale: Node | None, bias: Node | None) -> tuple[list[SourceLayer], SourceTensor | None, SourceTensor | None]:
-    """(layers, gamma, beta) of a Scale and/or Bias pair: a Scale's own bias and a Bias layer add up."""
+    """(layers, gamma, beta) of a Scale and/or Bias pair.  Scale(bias_term: false) + Bias is
+    Scale(bias_term: true); a Scale with its own bias and a Bias layer add up."""
     layers = [SourceLayer(n.name, n.type) for n in (scale, bias) if n is not None]
     beta = _tensor(scale, "bias") if scale is not None else None
     if bias is not None:
@@ -75,36 +76,26 @@ def _bn(unit: ConvUnit | PreAct) -> BatchNorm:
     if bn is None and scale is None and bias is None:  # a merge-BN pass folded the BatchNorm into the conv
         conv = unit.conv
         return BatchNorm.identity(f"the BatchNorm after layer {conv.name!r}", conv.attrs["out"], 1e-5, FOLDED)
+    layers, gamma, beta = _affine_parts(scale, bias)
     if bn is None:  # the statistics folded into the Scale / Bias after the conv: zero mean, unit variance
-        conv = unit.conv
-        stats = BatchNorm.identity("", conv.attrs["out"], 1e-5, STATS_FOLDED)
-        affine = _affine_parts(scale, bias)
+        stats = BatchNorm.identity("", unit.conv.attrs["out"], 1e-5, STATS_FOLDED)
         return BatchNorm(
-            label=_label(scale or bias), layers=affine[0], eps=stats.eps, running_mean=stats.running_mean,
-            running_var=stats.running_var, gamma=affine[1], beta=affine[2], absent=STATS_FOLDED,
+            label=_label(scale or bias), layers=layers, eps=stats.eps, running_mean=stats.running_mean,
+            running_var=stats.running_var, gamma=gamma, beta=beta, absent=STATS_FOLDED,
         )
-    layers = [SourceLayer(bn.name, bn.type)]
-    absent = "no Scale layer follows (its scale folded elsewhere)"
-    if scale is not None:
-        layers.append(SourceLayer(scale.name, scale.type))
+    if scale is None and bias is None:
+        absent = "no Scale layer follows (its scale folded elsewhere)"
+    elif scale is None:
+        absent = f"no Scale layer between {bn.name} and {bias.name}"
+    else:
         absent = f"{scale.name} has no bias_term"
-    beta = _tensor(scale, "bias") if scale is not None else None
-    if bias is not None:
-        layers.append(SourceLayer(bias.name, bias.type))
-        added = _tensor(bias, "bias")
-        # Scale(bias_term: false) + Bias = Scale(bias_term: true); a Scale with its own bias adds both.
-        beta = added if beta is None else SourceTensor(
-            (beta.array.astype(np.float32) + added.array.astype(np.float32)).astype(np.float32), f"{beta.ref} + {added.ref}"
-        )
-        if scale is None:
-            absent = f"no Scale layer between {bn.name} and {bias.name}"
     return BatchNorm(
         label=_label(bn),
-        layers=layers,
+        layers=[SourceLayer(bn.name, bn.type), *layers],
         eps=bn.attrs["eps"],
         running_mean=_tensor(bn, "running_mean"),
         running_var=_tensor(bn, "running_var"),
-        gamma=_tensor(scale, "weight") if scale is not None else None,
+        gamma=gamma,
         beta=beta,
         statistics="caffe_scaled_sums",
         absent=absent,
