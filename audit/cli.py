@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(f"--arch-{side}", metavar="NAME", help="architecture of a plain state_dict or .params")
         group.add_argument(f"--preset-{side}", metavar="FAMILY", help="preprocessing preset of a plain state_dict")
         group.add_argument(f"--prototxt-{side}", type=Path, metavar="FILE", help="deploy prototxt of a Caffe file")
-        group.add_argument(f"--mean-{side}", type=Path, metavar="FILE", help="mean .binaryproto of a Caffe file")
+        means = group.add_mutually_exclusive_group()
+        means.add_argument(f"--mean-{side}", type=Path, metavar="FILE", help="mean .binaryproto of a Caffe file")
+        means.add_argument(
+            f"--mean-values-{side}", type=float, nargs="+", metavar="V",
+            help="per-channel mean of a Caffe file, BGR order (e.g. 104 117 123), as convert-caffe --mean-values",
+        )
         group.add_argument(f"--ema-{side}", action="store_true", help="take the EMA weights of a training checkpoint (model_ema, state_dict_ema; mmengine's swapped pair)")
         group.add_argument(f"--symbol-{side}", type=Path, metavar="FILE", help="symbol JSON of an MXNet .params")
     parser.add_argument("--images", type=Path, metavar="DIR", help="compare on these images too (instead of seeded ones)")
@@ -73,6 +78,7 @@ def _options(args: argparse.Namespace, side: str) -> SideOptions:
         preset=getattr(args, f"preset_{side}"),
         prototxt=getattr(args, f"prototxt_{side}"),
         mean=getattr(args, f"mean_{side}"),
+        mean_values=getattr(args, f"mean_values_{side}"),
         symbol=getattr(args, f"symbol_{side}"),
         ema=getattr(args, f"ema_{side}"),
     )

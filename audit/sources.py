@@ -49,6 +49,7 @@ class SideOptions:
     preset: str | None = None
     prototxt: Path | None = None
     mean: Path | None = None
+    mean_values: list[float] | None = None  # a Caffe file's per-channel mean (BGR), when it has no mean image
     symbol: Path | None = None
     ema: bool = False  # the EMA weights of a training checkpoint
 
@@ -153,7 +154,7 @@ def _converter(module: str, function: str, kind: str) -> Callable[..., Any]:
 
 def _convert_caffe(path: Path, options: SideOptions):
     convert = _converter("resnet_port.converters.caffe", "convert_caffe", "Caffe")
-    return convert(path, prototxt=options.prototxt, mean=options.mean)
+    return convert(path, prototxt=options.prototxt, mean=options.mean, mean_values=options.mean_values)
 
 
 def _convert_mxnet(path: Path, options: SideOptions):

@@ -133,3 +133,21 @@ def test_golden_weights_poured_into_torchvision_resnet50_name_three_causes(golde
     assert report["first_divergent_layer"] == "conv1"
     where = {c["key"]: c["first_layer"] for c in report["causes"]}
     assert where == {"missing_bias": "conv1", "pool_rounding": "maxpool", "stride_placement": "layer2.0"}
+
+
+def test_caffe_side_takes_mean_values(tmp_path, run_audit):
+    """A Caffe net converted with --mean-values: auditing the caffemodel against the port needs the same
+    per-channel mean on the Caffe side (--mean-values-a), or the two sides see different inputs."""
+    from resnet_port.converters.caffe import convert_caffe, parse_prototxt, write_caffemodel
+    from tests.caffe.netgen import resnet_prototxt, weights_for
+
+    text = resnet_prototxt(stem="deep", block="basic", widths=(8, 8, 16, 16), stem_width=8, input_size=64, pool5=2)
+    prototxt = tmp_path / "deep.prototxt"
+    prototxt.write_text(text)
+    model = write_caffemodel(tmp_path / "deep.caffemodel", parse_prototxt(text), weights_for(parse_prototxt(text), seed=2))
+    conversion = convert_caffe(model, prototxt=prototxt, mean_values=[104, 117, 123])
+    port = save_checkpoint(tmp_path / "deep.pth", conversion.spec, conversion.state_dict, conversion.metadata)
+    code, report = run_audit(model, port, "-n", "2", "--prototxt-a", str(prototxt), "--mean-values-a", "104", "117", "123")
+    assert (code, report["verdict"]) == (0, "equivalent")
+    code, report = run_audit(model, port, "-n", "2", "--prototxt-a", str(prototxt))
+    assert report["verdict"] != "equivalent"
