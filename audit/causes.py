@@ -30,6 +30,7 @@ CAUSE_KEYS = (
     "pool_rounding",
     "input_scale",
     "mean_image",
+    "missing_mean",
     "class_order",
     "transposed_fc",
     "missing_bias",
@@ -343,6 +344,39 @@ def mean_image_signature(a: Side, b: Side) -> Finding | None:
         f"side {image_side} subtracts a mean image {list(with_image.mean_image.shape)}; side {other} only its "
         f"per-channel averages {tuple(round(float(v), 3) for v in without.mean)}"
     )
+
+
+# -- missing_mean -------------------------------------------------------------------------------
+def _subtracts(prep: Preprocessing) -> bool:
+    return prep.mean is not None or prep.mean_image is not None
+
+
+def _take_mean_of(a: Side, b: Side, finding: Finding) -> Side:
+    """B subtracts what A subtracts, in B's channel order and pixel scale (or nothing, as A)."""
+    pa, pb = a.preprocessing, b.preprocessing
+    mean = image = None
+    if pa.mean is not None:
+        mean = tuple(float(v) for v in _to_rgb(_to_rgb(np.asarray(pa.mean, np.float64), pa.channel_order) / pa.pixel_max, pb.channel_order) * pb.pixel_max)
+    if pa.mean_image is not None:
+        image = np.asarray(pa.mean_image, dtype=np.float64)
+        image = (image[::-1] if pa.channel_order != pb.channel_order else image) / pa.pixel_max * pb.pixel_max
+        image = image.astype(np.float32)
+    return b.changed(preprocessing=dataclasses.replace(pb, mean=mean, mean_image=image))
+
+
+@hypothesis("missing_mean", fix=_take_mean_of)
+def missing_mean_signature(a: Side, b: Side) -> Finding | None:
+    """One side subtracts a mean from the pixels and the other none: a port that forgot the mean (or
+    a conversion run without --mean / --mean-values)."""
+    pa, pb = a.preprocessing, b.preprocessing
+    if _subtracts(pa) == _subtracts(pb):
+        return None
+    with_mean, side, other = (pa, "A", "B") if _subtracts(pa) else (pb, "B", "A")
+    what = (
+        f"a mean image {list(with_mean.mean_image.shape)}" if with_mean.mean_image is not None
+        else f"the per-channel mean {tuple(round(float(v), 3) for v in with_mean.mean)}"
+    )
+    return Finding(f"side {side} subtracts {what}; side {other} subtracts no mean")
 
 
 # -- class_order --------------------------------------------------------------------------------

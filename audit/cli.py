@@ -25,7 +25,7 @@ and the logits on the same images, each side with its own preprocessing. Known p
 tested as hypotheses: a cause is named only when undoing it brings the outputs together.
 
 Cause keys: channel_order, bn_scale_factor, bn_eps, fix_gamma, stride_placement, pool_rounding,
-input_scale, mean_image, class_order, transposed_fc, missing_bias.
+input_scale, mean_image, missing_mean, class_order, transposed_fc, missing_bias.
 """
 EPILOG = "exit codes: 0 identical or equivalent, 1 different, 2 unusable input"
 

@@ -145,6 +145,18 @@ def _mean() -> Pair:
     return Pair(spec, sd, caffe_prep(mean=None, mean_image=image), spec, dict(sd), caffe_prep(mean=means))
 
 
+@injection("mean_values_forgotten", "missing_mean")
+def _no_mean() -> Pair:
+    spec, sd = _base("caffe_resnet50")  # converted without --mean-values: BGR 0-255, nothing subtracted
+    return Pair(spec, sd, caffe_prep(mean=(104.0, 117.0, 123.0)), spec, dict(sd), caffe_prep(mean=None))
+
+
+@injection("mean_image_forgotten", "missing_mean")
+def _no_mean_image() -> Pair:
+    spec, sd = _base("caffe_resnet50")
+    return Pair(spec, sd, caffe_prep(mean=None, mean_image=_mean_image()), spec, dict(sd), caffe_prep(mean=None))
+
+
 @injection("classifier_rows_permuted", "class_order")
 def _classes() -> Pair:
     spec, sd = _base("resnet18")
