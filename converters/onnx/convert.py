@@ -122,7 +122,7 @@ def convert_onnx(path: str | Path) -> Conversion:
         published=published_record(arch, listed_source(arch, "gluoncv" if gluoncv else "onnx-zoo")),
         source=SourceInfo(
             framework="onnx",
-            files=[SourceFile.of(graph.path)],
+            files=[SourceFile.of(graph.path)] + [SourceFile.of(f) for f in graph.external_files],
             details={
                 "opset": graph.opset,
                 "ir_version": graph.ir_version,

@@ -71,6 +71,7 @@ class OnnxGraph:
     # Identity node output -> the stored tensor it passes on (PyTorch's exporter puts Identity nodes on
     # initializers it deduplicated); such a node is no layer, its output is the same stored value.
     aliases: dict[str, str] = field(default_factory=dict)
+    external_files: list[Path] = field(default_factory=list)  # the weight files beside it (ONNX external data)
 
     def source_name(self, name: str) -> str:
         """The initializer a (possibly aliased) stored tensor name stands for, as the report names it."""
@@ -168,6 +169,7 @@ def read_graph(path: str | Path) -> OnnxGraph:
     if not model.HasField("graph") or len(graph.node) == 0:
         raise ConversionError(f"{path}: holds no ONNX graph (empty, truncated, or not an ONNX model file)")
 
+    external = _external_files(onnx, model, path)
     onnx_data = _load_external(onnx, model, path)
     initializers = {_text(t.name): _initializer_array(onnx, path, t) for t in onnx_data.graph.initializer}
     nodes = []
@@ -234,7 +236,25 @@ def read_graph(path: str | Path) -> OnnxGraph:
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         aliases=aliases,
+        external_files=external,
     )
+
+
+def _external_files(onnx, model, path: Path) -> list[Path]:
+    """The files the initializers' external data name, inside the model's folder (as ONNX requires),
+    in first-use order: they hold the weights, so the checkpoint records their digests too."""
+    folder = path.parent.resolve()
+    found: list[Path] = []
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((_text(e.value) for e in tensor.external_data if e.key == "location"), None)
+        if not location:
+            continue
+        candidate = (folder / location).resolve()
+        if candidate.is_relative_to(folder) and candidate.is_file() and candidate not in found:
+            found.append(candidate)
+    return found
 
 
 def _load_external(onnx, model, path: Path):

@@ -289,7 +289,13 @@ def test_external_weight_data(build, tmp_path):
         onnx.load(str(net.path)), str(path), save_as_external_data=True, location="weights.bin", size_threshold=0
     )
     assert path.stat().st_size < net.path.stat().st_size / 2
-    assert_matches(net, convert_onnx(path))
+    conversion = convert_onnx(path)
+    assert_matches(net, conversion)
+    import hashlib
+
+    files = {f.path: f.sha256 for f in conversion.metadata.source.files}  # the weights' digest is recorded too
+    assert files["weights.bin"] == hashlib.sha256((folder / "weights.bin").read_bytes()).hexdigest()
+    assert set(files) == {"model.onnx", "weights.bin"}
     (folder / "weights.bin").unlink()
     with pytest.raises(ConversionError, match="external weight data"):
         convert_onnx(path)
