@@ -157,6 +157,8 @@ WHERE = {
     "floor_pool_for_caffe_ceil": lambda p: ("maxpool", "maxpool"),  # stem_pool
     "0-255_fed_to_0-1_net": lambda p: (_first_module(p.spec_b),) * 2,  # input scale
     "mean_image_replaced_by_means": lambda p: (_first_module(p.spec_b),) * 2,  # input mean
+    "mean_values_forgotten": lambda p: (_first_module(p.spec_b),) * 2,  # input mean
+    "mean_image_forgotten": lambda p: (_first_module(p.spec_b),) * 2,  # input mean
     "classifier_rows_permuted": lambda p: ("fc", "fc"),
     "fc_reshaped_not_transposed": lambda p: ("fc", "fc"),
     "square_fc_transposed": lambda p: ("fc", "fc"),
