@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inspect-checkpoint",
         description="Show what a checkpoint holds: architecture, parameter count, FLOPs at its input size, "
         "the preprocessing its weights expect, where it came from (with sha256) and its conversion report. "
-        "Reads toolkit checkpoints (.pth, .safetensors) and plain torchvision/timm/mmcls state dicts.",
+        "Reads toolkit checkpoints (.pth, .safetensors) and plain torchvision / timm (ResNet and ResNetV2) / "
+        "mmcls / pytorch-cifar state dicts, training checkpoints included.",
     )
     parser.add_argument("checkpoint", help="a .pth / .safetensors file")
     parser.add_argument("--arch", help="architecture of a plain state_dict (default: inferred from names and shapes)")

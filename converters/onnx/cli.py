@@ -18,13 +18,15 @@ from resnet_port.converters.verify import (
 from resnet_port.cli import run_cli, write_json
 
 DESCRIPTION = """\
-Convert an ONNX ResNet (the ONNX model zoo's resnet{18..152}-v{1,2}, exported from Gluon, or any
-MXNet export of a Gluon ResNet) into a reference checkpoint.
+Convert an ONNX ResNet (the ONNX model zoo's resnet{18..152}-v{1,2}, exported from Gluon; any
+MXNet export of a Gluon or GluonCV ResNet; torch.onnx exports of torchvision, timm and mmcls
+ResNets, BatchNorms folded or not) into a reference checkpoint.
 
 The architecture is recognised from the graph itself (its topology and tensor shapes, not its
 names); a graph that is not a ResNet is refused with the first node that does not fit.  The
 converted model takes exactly the tensor the ONNX graph takes; the checkpoint's metadata records
-the ONNX zoo preprocessing (RGB, 0-1, ImageNet mean/std, resize 256, crop 224).
+the ONNX zoo preprocessing (RGB, 0-1, ImageNet mean/std, resize 256, crop 224, scaled to a fixed
+input size).  A Softmax after the logits is dropped (noted): the converted model returns the logits.
 
 Then the file is run in onnxruntime and in the converted model on a seeded input and the logits are
 compared (max |diff| <= tolerance x the largest logit, same top-1); the checkpoint is written only
