@@ -235,6 +235,13 @@ def unsupported_feature(state_dict: Mapping[str, torch.Tensor], source_arch: str
     """The first feature of these reference-named tensors (or of the arch a timm training checkpoint
     names) that the reference ResNet cannot express, in words; None when there is none.  Such a file
     is refused, never loaded without its attention, groups or norm."""
+    quantized = next((k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_quantized), None)
+    if quantized is not None or any(".zero_point" in k or "_packed_params" in k for k in state_dict):
+        key = quantized or next(k for k in state_dict if ".zero_point" in k or "_packed_params" in k)
+        return (
+            f"quantized weights (a torch.ao / torchvision quantization model, e.g. {key}); the reference ResNet is "
+            "a float network: convert the float checkpoint the quantized one was made from"
+        )
     if source_arch:
         base = source_arch.split(".", 1)[0].removeprefix("timm/")
         for pattern, feature in _FEATURELESS_TIMM:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import pickletools
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,10 +224,10 @@ def load_untrusted(path: Path) -> UntrustedLoad:
         if is_code_global(name) or is_code_global(python3):
             raise UnsafeGlobalError(name if python3 == name else f"{name} (Python 2's name of {python3})")
     pairs = [(stand_in_for(name), name) for name in foreign]
-    if pairs:
-        with torch.serialization.safe_globals(pairs):
-            payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    else:
+    # torch warns about how an old or odd file is stored (TypedStorage, pickle protocols, quantized
+    # dtypes): its own internals, not the user's concern; what matters is reported by the readers.
+    with warnings.catch_warnings(), torch.serialization.safe_globals(pairs):
+        warnings.simplefilter("ignore", UserWarning)
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
     return UntrustedLoad(materialise(payload), foreign)
 

@@ -149,3 +149,19 @@ def test_pytorch_cifar_training_checkpoint(tmp_path):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(10))
     with torch.inference_mode():
         torch.testing.assert_close(model(x), torchvision_forward(sd, 18, x, cifar_stem=True), rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_state_dicts_are_refused_in_one_line(tmp_path):
+    """torchvision's quantized ResNets (torch.ao): qint8 weights, scale / zero_point buffers."""
+    import warnings
+
+    sd = torchvision_state_dict(18, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates quantized tensors; files of them exist
+        sd["conv1.weight"] = torch.quantize_per_tensor(sd["conv1.weight"], 0.01, 0, torch.qint8)
+    sd["conv1.scale"], sd["conv1.zero_point"] = torch.tensor(0.01), torch.tensor(0)
+    path = tmp_path / "resnet18_fbgemm.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match="quantized weights") as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
