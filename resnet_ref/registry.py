@@ -262,8 +262,15 @@ def state_dict_problems(spec: ResNetSpec, state_dict: Mapping[str, "torch.Tensor
         for k, shape in expected.items()
         if k in state_dict and tuple(state_dict[k].shape) != shape
     ]
+    # Weights and statistics are real numbers: an integer or complex tensor would be cast silently
+    # (the imaginary part or the fraction dropped), so it is a problem, not a conversion.
+    not_real = [
+        f"{k} ({str(state_dict[k].dtype).removeprefix('torch.')})"
+        for k in expected
+        if k in state_dict and not k.endswith("num_batches_tracked") and not state_dict[k].is_floating_point()
+    ]
     parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong), ("not floating-point", not_real)):
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
             parts.append(f"{label}: {', '.join(items[:5])}{more}")

@@ -165,3 +165,28 @@ def test_quantized_state_dicts_are_refused_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="quantized weights") as info:
         load_model(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_and_double_precision_files_load_as_float32(tmp_path, dtype):
+    sd = torchvision_state_dict(18, num_classes=10, seed=11)
+    stored = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+    path = tmp_path / "r18.pth"
+    torch.save(stored, path)
+    model, meta = load_model(path)
+    assert meta.arch == "resnet18" and next(model.parameters()).dtype == torch.float32
+    rounded = {k: (v.float() if v.is_floating_point() else v) for k, v in stored.items()}
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchvision_forward(rounded, 18, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64])
+def test_integer_or_complex_weights_are_refused(tmp_path, dtype):
+    """Loading would cast them silently (dropping fractions or imaginary parts): a damaged file."""
+    sd = torchvision_state_dict(18, num_classes=10, seed=11)
+    sd["layer1.0.conv1.weight"] = (sd["layer1.0.conv1.weight"] * 100).to(dtype)
+    path = tmp_path / "r18.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"not floating-point: layer1\.0\.conv1\.weight"):
+        load_model(path)
