@@ -241,7 +241,7 @@ def _model_from(spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], where:
     """Build ``spec`` and load ``state_dict`` strictly; errors list what is missing or extra."""
     problems = state_dict_problems(spec, state_dict)
     if problems:
-        raise CheckpointError(f"{where}: weights do not fit the architecture; {problems}")
+        raise CheckpointError(f"{where}: the weights do not load into the architecture; {problems}")
     model = build_model(spec)
     full = dict(state_dict)
     for key, value in model.state_dict().items():

@@ -269,8 +269,19 @@ def state_dict_problems(spec: ResNetSpec, state_dict: Mapping[str, "torch.Tensor
         for k in expected
         if k in state_dict and not k.endswith("num_batches_tracked") and not state_dict[k].is_floating_point()
     ]
+    # A NaN or infinity makes every output NaN: a diverged run or a damaged file, never a network.
+    not_finite = []
+    for k in expected:
+        value = state_dict.get(k)
+        if value is not None and value.is_floating_point() and not k.endswith("num_batches_tracked"):
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                not_finite.append(f"{k} ({bad} of {value.numel()} values)")
     parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong), ("not floating-point", not_real)):
+    for label, items in (
+        ("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong), ("not floating-point", not_real),
+        ("not finite (NaN or infinity)", not_finite),
+    ):
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
             parts.append(f"{label}: {', '.join(items[:5])}{more}")

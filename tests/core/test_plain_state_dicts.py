@@ -190,3 +190,14 @@ def test_integer_or_complex_weights_are_refused(tmp_path, dtype):
     torch.save(sd, path)
     with pytest.raises(CheckpointError, match=r"not floating-point: layer1\.0\.conv1\.weight"):
         load_model(path)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    """A diverged run saved NaNs: every logit would be NaN; inspect and load say where."""
+    sd = torchvision_state_dict(18, num_classes=10, seed=13)
+    sd["layer3.1.bn2.running_var"][5] = float("inf")
+    sd["fc.weight"][0, :3] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"not finite .*layer3\.1\.bn2\.running_var \(1 of 256 values\).*fc\.weight \(3 of"):
+        load_model(path)
