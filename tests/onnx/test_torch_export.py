@@ -386,6 +386,16 @@ def test_spatial0_per_activation_parameters_stayrefuse(tmp_path, capsys):
         convert_onnx(bad)
 
 
+def assert_matches_runtime_and_source(conversion, path, model) -> None:
+    """The port computes what onnxruntime computes on the file, and what the exported model computed."""
+    x = probe()
+    ours = run_converted(conversion, x).numpy()
+    assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
+    with torch.inference_mode():
+        source = model.double()(torch.from_numpy(x).double()).numpy()
+    assert rel_diff(source, ours) <= TOLERANCE
+
+
 @pytest.mark.parametrize("arch,folded", [("resnet18_v2", 9), ("resnet50_v2", 33)])
 def test_pre_activation_export_folds_the_inner_bns(tmp_path, arch, folded):
     """In a v2 net only the BN right after a conv (the stem's, bn2/bn3 before the next conv) can be
@@ -399,12 +409,7 @@ def test_pre_activation_export_folds_the_inner_bns(tmp_path, arch, folded):
     assert "BatchNormalization" in ops(path)
     conversion = convert_onnx(path)
     assert conversion.metadata.source.details["folded_batchnorms"] == folded
-    x = probe()
-    ours = run_converted(conversion, x).numpy()
-    assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
-    with torch.inference_mode():
-        source = model.double()(torch.from_numpy(x).double()).numpy()
-    assert rel_diff(source, ours) <= TOLERANCE
+    assert_matches_runtime_and_source(conversion, path, model)
     assert conversion.spec.residual == "v2" and "stem" in conversion.spec.conv_bias
     # a kept BN keeps its values; the pre-activation of layer1.0 is one
     original = model.state_dict()
@@ -433,12 +438,7 @@ def test_timm_resnetv2_exports_with_a_bn_less_stem(tmp_path, arch, folded):
     assert (got.residual, got.stem, got.stem_norm, got.shortcut) == ("v2", spec.stem, "none", spec.shortcut)
     assert got.stem_widths == spec.stem_widths
     assert ("stem" in got.conv_bias) == (spec.stem == "deep")  # only the deep stem has BNs to fold into its convs
-    x = probe()
-    ours = run_converted(conversion, x).numpy()
-    assert rel_diff(run_onnxruntime(path, x), ours) <= TOLERANCE
-    with torch.inference_mode():
-        source = model.double()(torch.from_numpy(x).double()).numpy()
-    assert rel_diff(source, ours) <= TOLERANCE
+    assert_matches_runtime_and_source(conversion, path, model)
 
 
 @pytest.mark.slow
