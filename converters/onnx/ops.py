@@ -454,6 +454,20 @@ def read_mat_mul(node: Node, graph: OnnxGraph) -> LinearLayer:
     )
 
 
+@onnx_op("Cast")
+def read_cast(node: Node, graph: OnnxGraph) -> PassLayer:
+    """A cast to float32 passes float32 data through; any other marks a reduced-precision model."""
+    to = _int(node, graph, "to", 0)
+    if to == 1:  # TensorProto.FLOAT
+        return PassLayer(node, _data(node, graph))
+    names = {10: "float16", 16: "bfloat16", 11: "float64"}
+    name = names.get(to, f"type {to}")
+    raise ConversionError(
+        f"{graph.where(node)}: casts to {name}: the graph computes in {name}, which a float32 port cannot match "
+        "within the check; convert the float32 export"
+    )
+
+
 @onnx_op("Identity")
 def read_identity(node: Node, graph: OnnxGraph) -> PassLayer:
     return PassLayer(node, _data(node, graph))

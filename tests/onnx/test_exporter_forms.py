@@ -70,3 +70,36 @@ def test_a_trailing_softmax_is_dropped_and_the_logits_are_checked(build, tmp_pat
     out = tmp_path / "o.pth"
     assert convert_onnx_cli([str(net.path), "-o", str(out)]) == 0
     assert "Softmax" in capsys.readouterr().out and out.exists()
+
+
+def test_a_cast_to_float32_passes_through(build):
+    """Some exporters cast the (already float32) input to float32: a no-op node."""
+
+    def cast_input(nodes, inits):
+        nodes.insert(0, helper.make_node("Cast", ["data"], ["data_f32"], name="cast_in", to=onnx.TensorProto.FLOAT))
+        for node in nodes[1:]:
+            for i, name in enumerate(node.input):
+                if name == "data":
+                    node.input[i] = "data_f32"
+
+    net = build(depth=18, residual="v1", mutate=cast_input)
+    assert rel_diff(net.logits, run_converted(convert_onnx(net.path), net.x)) <= TOLERANCE
+
+
+def test_a_float16_export_is_refused_naming_the_cast(build, tmp_path, capsys):
+    """onnxconverter-common's float16 conversion (keep_io_types): Cast to float16 after the input."""
+    from tests.onnx.conftest import refuse
+
+    def to_float16(nodes, inits):
+        for i, tensor in enumerate(inits):
+            array = onnx.numpy_helper.to_array(tensor)
+            if array.dtype == np.float32:
+                inits[i] = onnx.numpy_helper.from_array(array.astype(np.float16), tensor.name)
+        nodes.insert(0, helper.make_node("Cast", ["data"], ["data16"], name="cast_in", to=onnx.TensorProto.FLOAT16))
+        for node in nodes[1:]:
+            for i, name in enumerate(node.input):
+                if name == "data":
+                    node.input[i] = "data16"
+
+    net = build(depth=18, residual="v1", mutate=to_float16, run=False)
+    refuse(net.path, tmp_path, capsys, "Cast 'cast_in'", "casts to float16", "convert the float32 export")
