@@ -277,6 +277,8 @@ def read_batch_norm(node: Node, graph: OnnxGraph) -> BatchNormLayer:
         raise ConversionError(
             f"{graph.where(node)}: training_mode=1 normalises with batch statistics, expected inference"
         )
+    if "is_test" in node.attrs and not _int(node, graph, "is_test", 0):  # opsets 1-6 said it the other way round
+        raise ConversionError(f"{graph.where(node)}: is_test=0 normalises with batch statistics, expected inference")
     scale, bias, mean, var = (
         graph.constant(node, i, what, ndim=1) for i, what in enumerate(("scale", "bias", "mean", "var"), 1)
     )
@@ -475,7 +477,10 @@ def read_identity(node: Node, graph: OnnxGraph) -> PassLayer:
 
 @onnx_op("Dropout")
 def read_dropout(node: Node, graph: OnnxGraph) -> PassLayer:
-    # Opset 12+ can switch dropout on with a training_mode input; a ResNet export never does.
+    # Opset 12+ can switch dropout on with a training_mode input, opsets 1-6 with is_test=0; a ResNet
+    # export never does.
+    if "is_test" in node.attrs and not _int(node, graph, "is_test", 0):
+        raise ConversionError(f"{graph.where(node)}: dropout with is_test=0 (training mode), expected inference")
     if len(node.inputs) > 2 and node.inputs[2]:
         mode = graph.initializers.get(node.inputs[2])
         if mode is None or bool(np.asarray(mode).reshape(-1)[0]):

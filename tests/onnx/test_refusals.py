@@ -221,3 +221,26 @@ def test_library_entry_raises_conversion_error(tmp_path):
     vgg_like(path)
     with pytest.raises(ConversionError, match="GlobalAveragePool .pool."):
         convert_onnx(path)
+
+
+@pytest.mark.parametrize("op,attrs,fragment", [
+    ("BatchNormalization", {"training_mode": 1}, "training_mode=1"),
+    ("BatchNormalization", {"is_test": 0}, "is_test=0"),  # opsets 1-6 wrote the mode this way round
+    ("Dropout", {"is_test": 0}, "is_test=0"),
+])
+def test_training_mode_nodes_are_refused(build, tmp_path, capsys, op, attrs, fragment):
+    """A node that normalises with batch statistics (or drops units) computes another function at
+    inference; the files of the old opsets say so with is_test=0."""
+
+    def set_mode(nodes, inits):
+        if op == "Dropout":
+            gemm = next(i for i, n in enumerate(nodes) if n.op_type == "Gemm")
+            src = nodes[gemm].input[0]
+            nodes.insert(gemm, helper.make_node("Dropout", [src], ["dropped"], name="drop0"))
+            nodes[gemm + 1].input[0] = "dropped"
+        target = next(n for n in nodes if n.op_type == op)
+        for key, value in attrs.items():
+            target.attribute.append(helper.make_attribute(key, value))
+
+    net = build(depth=18, mutate=set_mode, run=False)
+    refuse(net.path, tmp_path, capsys, fragment)
