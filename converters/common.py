@@ -77,7 +77,10 @@ def finish_conversion(
     """Check that the state_dict fills ``spec`` exactly, then bundle it with its metadata."""
     problems = state_dict_problems(spec, state_dict)
     if problems:
-        raise ConversionError(f"{where}: the converted weights do not fit {metadata.arch or 'the spec'}: {problems}")
+        # name the source tensors behind the reference names the problems list (up to three)
+        sources = [f"{k} <- {ref}" for k, ref in report.mapped.items() if k in problems.split()][:3]
+        origin = f" (from {'; '.join(sources)})" if sources else ""
+        raise ConversionError(f"{where}: the converted weights do not fit {metadata.arch or 'the spec'}: {problems}{origin}")
     metadata.conversion_report = report.to_dict()
     return Conversion(spec, dict(state_dict), metadata, report)
 

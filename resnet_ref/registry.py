@@ -270,17 +270,20 @@ def state_dict_problems(spec: ResNetSpec, state_dict: Mapping[str, "torch.Tensor
         if k in state_dict and not k.endswith("num_batches_tracked") and not state_dict[k].is_floating_point()
     ]
     # A NaN or infinity makes every output NaN: a diverged run or a damaged file, never a network.
-    not_finite = []
+    not_finite: list[str] = []
+    negative: list[str] = []  # a variance below zero: sqrt(var + eps) is NaN
     for k in expected:
         value = state_dict.get(k)
         if value is not None and value.is_floating_point() and not k.endswith("num_batches_tracked"):
             bad = int((~torch.isfinite(value)).sum())
             if bad:
                 not_finite.append(f"{k} ({bad} of {value.numel()} values)")
+            elif k.endswith("running_var") and bool((value < 0).any()):
+                negative.append(f"{k} ({int((value < 0).sum())} of {value.numel()} values)")
     parts = []
     for label, items in (
         ("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong), ("not floating-point", not_real),
-        ("not finite (NaN or infinity)", not_finite),
+        ("not finite (NaN or infinity)", not_finite), ("negative BatchNorm variance", negative),
     ):
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""

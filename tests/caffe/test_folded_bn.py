@@ -170,3 +170,17 @@ def test_batchnorm_statistics_folded_into_the_scale(tmp_path):
     ours = run_converted(conversion, x)
     assert rel(logits(text, folded, x), ours) <= TOL
     assert rel(logits(original, blobs, x), ours) <= TOL
+
+
+def test_a_negative_variance_is_refused_naming_the_source_blob(tmp_path):
+    """A damaged snapshot: a BatchNorm variance below zero makes every output NaN; the refusal names
+    the reference tensor and the Caffe blobs it came from, instead of a NaN parity check."""
+    text = resnet_prototxt(input_size=64, pool5=2)
+    net = parse_prototxt(text)
+    blobs = weights_for(net, seed=24)
+    blobs["bn2a_branch2b"][1] = -np.abs(blobs["bn2a_branch2b"][1])
+    prototxt = tmp_path / "n.prototxt"
+    prototxt.write_text(text)
+    model = write_caffemodel(tmp_path / "n.caffemodel", net, blobs)
+    with pytest.raises(ConversionError, match=r"negative BatchNorm variance: layer1\.0\.bn2\.running_var .*bn2a_branch2b\.blobs\[1\]"):
+        convert_caffe(model, prototxt=prototxt)
