@@ -86,6 +86,33 @@ def parse_caffemodel_bytes(buf: memoryview, where: str) -> CaffeModel:
         ) from exc
 
 
+def _check_text(message: Any, where: str) -> None:
+    """Raise `CaffeFormatError` when a string field of ``message`` (at any depth) is not UTF-8.
+
+    protobuf hands back a proto2 string that is not UTF-8 as bytes (and some versions raise
+    UnicodeDecodeError when it is read); either way it would fail later, wherever the name is used.
+    Reading every one here, once, turns a damaged name into one error."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    def repeated(field: Any) -> bool:  # protobuf 5+ has is_repeated; older ones only label
+        flag = getattr(field, "is_repeated", None)
+        return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+    def damaged(field: Any) -> CaffeFormatError:
+        return CaffeFormatError(f"{where}: field {field.name!r} holds bytes that are not UTF-8 text: a damaged file")
+
+    try:
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_STRING:
+                if any(isinstance(v, bytes) for v in (value if repeated(field) else [value])):
+                    raise damaged(field)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                for item in (value if repeated(field) else [value]):
+                    _check_text(item, where)
+    except UnicodeDecodeError as exc:
+        raise CaffeFormatError(f"{where}: a text field holds bytes that are not UTF-8 ({exc.reason}): a damaged file") from None
+
+
 def _parse(buf: memoryview, where: str) -> CaffeModel:
     LayerParameter = message_class("LayerParameter")
     V1LayerParameter = message_class("V1LayerParameter")
@@ -105,6 +132,7 @@ def _parse(buf: memoryview, where: str) -> CaffeModel:
                 message.ParseFromString(rest)
             except DecodeError as exc:
                 raise CaffeFormatError(f"{label}: not a Caffe layer: {exc}") from exc
+            _check_text(message, label)
             if v1:
                 upgraded = LayerParameter()
                 upgrade_v1_layer(message, upgraded, where)
@@ -116,6 +144,7 @@ def _parse(buf: memoryview, where: str) -> CaffeModel:
         net.ParseFromString(b"".join(header))
     except DecodeError as exc:
         raise CaffeFormatError(f"{where}: not a Caffe NetParameter: {exc}") from exc
+    _check_text(net, where)
     if not layers:
         raise CaffeFormatError(f"{where}: not a caffemodel: it holds no Caffe layers")
     if v1_seen and net.input:

@@ -45,3 +45,18 @@ def test_layer_names_with_braces_convert(tiny, tmp_path):
     original, renamed = convert_caffe(tiny["model"]), convert_caffe(path)
     assert all(torch.equal(original.state_dict[k], renamed.state_dict[k]) for k in original.state_dict)
     assert renamed.report.mapped["bn1.running_mean"].startswith("bn{conv1}")
+
+
+@pytest.mark.parametrize("text", [b"res2a_branch2b", b"tiny"])
+def test_text_that_is_not_utf8_is_one_error(tiny, tmp_path, text):
+    """Found by CI's fuzz run: protobuf hands back a string that is not UTF-8 as bytes, and a later use
+    (a layer's name, a top, the net's name or its legacy ``input`` header) raised UnicodeDecodeError.
+    Every string is read once, right after parsing: one InputError naming the file."""
+    raw = tiny["model"].read_bytes()
+    assert text in raw
+    damaged = raw.replace(text, b"\xb8" + text[1:], 1)
+    path = tmp_path / "damaged.caffemodel"
+    path.write_bytes(damaged)
+    with pytest.raises(InputError, match="not UTF-8 text") as info:
+        convert_caffe(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
