@@ -6,6 +6,10 @@ huge number, or replaced by random bytes.  The property: the reader returns, or 
 toolkit's own `InputError`; any other exception, a hang (per-input alarm) or a large jump in the
 process's peak memory fails the test.  Examples run in rounds until a time budget (FUZZ_SECONDS, default 3 per
 reader) is spent, so each reader costs a few seconds in CI whatever its speed.
+
+With ``FUZZ_SEED`` set (CI sets it), round k of a reader draws from seed (FUZZ_SEED, reader, k):
+the inputs are the same on every run, so a failure reproduces and a green run elsewhere predicts
+CI's.  Without it (a developer's run) every round is fresh random, to find new damage.
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ import resource
 import signal
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from resnet_port.errors import InputError
 
 BUDGET_S = float(os.environ.get("FUZZ_SECONDS", "3"))  # per reader
+FUZZ_SEED = os.environ.get("FUZZ_SEED")  # fixed inputs (CI); unset: fresh random ones
 ROUND_EXAMPLES, MAX_EXAMPLES = 40, 5000
 PER_INPUT_TIMEOUT_S = 10
 MAX_RSS_GROWTH_MB = 1024  # a reader that trusts a size field would allocate far more than this
@@ -195,8 +201,13 @@ def fuzz_reader(name: str, read: Callable[[Path], Any], seeds: list[bytes], work
 
     # Rounds of fresh random examples until the budget is spent: bounded time whatever the reader's speed.
     start = time.perf_counter()
+    rounds = 0
     while time.perf_counter() - start < BUDGET_S and stats.inputs < MAX_EXAMPLES:
-        property_holds()
+        if FUZZ_SEED is None:
+            property_holds()
+        else:
+            seed(int(FUZZ_SEED) * 1_000_003 + zlib.crc32(name.encode()) + rounds)(property_holds)()
+        rounds += 1
     stats.seconds = time.perf_counter() - start
     growth = peak_rss_mb() - rss_before
     if growth > MAX_RSS_GROWTH_MB:
