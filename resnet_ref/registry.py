@@ -262,24 +262,22 @@ def state_dict_problems(spec: ResNetSpec, state_dict: Mapping[str, "torch.Tensor
         for k, shape in expected.items()
         if k in state_dict and tuple(state_dict[k].shape) != shape
     ]
-    # Weights and statistics are real numbers: an integer or complex tensor would be cast silently
-    # (the imaginary part or the fraction dropped), so it is a problem, not a conversion.
-    not_real = [
-        f"{k} ({str(state_dict[k].dtype).removeprefix('torch.')})"
-        for k in expected
-        if k in state_dict and not k.endswith("num_batches_tracked") and not state_dict[k].is_floating_point()
-    ]
-    # A NaN or infinity makes every output NaN: a diverged run or a damaged file, never a network.
+    # Weights and statistics are real numbers: an integer or complex tensor would be cast silently (the
+    # imaginary part or the fraction dropped); a NaN or infinity (a diverged run, a damaged file) or a
+    # negative variance (sqrt(var + eps) is NaN) makes every output NaN.  None of them is a network.
+    not_real: list[str] = []
     not_finite: list[str] = []
-    negative: list[str] = []  # a variance below zero: sqrt(var + eps) is NaN
+    negative: list[str] = []
     for k in expected:
         value = state_dict.get(k)
-        if value is not None and value.is_floating_point() and not k.endswith("num_batches_tracked"):
-            bad = int((~torch.isfinite(value)).sum())
-            if bad:
-                not_finite.append(f"{k} ({bad} of {value.numel()} values)")
-            elif k.endswith("running_var") and bool((value < 0).any()):
-                negative.append(f"{k} ({int((value < 0).sum())} of {value.numel()} values)")
+        if value is None or k.endswith("num_batches_tracked"):
+            continue
+        if not value.is_floating_point():
+            not_real.append(f"{k} ({str(value.dtype).removeprefix('torch.')})")
+        elif bad := int((~torch.isfinite(value)).sum()):
+            not_finite.append(f"{k} ({bad} of {value.numel()} values)")
+        elif k.endswith("running_var") and bool((value < 0).any()):
+            negative.append(f"{k} ({int((value < 0).sum())} of {value.numel()} values)")
     parts = []
     for label, items in (
         ("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong), ("not floating-point", not_real),

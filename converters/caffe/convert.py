@@ -83,8 +83,9 @@ def convert_caffe(
         raise ConversionError(f"{where}: source tensors not mapped: {', '.join(unaccounted[:5])}")
     for node in graph.ignored:
         report.notes.append(f"{node.name} ({node.type}): no weights; not part of the reference model")
-    folded = [unit.conv.name for unit in units(graph) if unit.bn is None and unit.scale is None and unit.bias is None]
-    affine_only = [unit.conv.name for unit in units(graph) if unit.bn is None and (unit.scale is not None or unit.bias is not None)]
+    bn_less = [unit for unit in units(graph) if unit.bn is None]
+    folded = [u.conv.name for u in bn_less if u.scale is None and u.bias is None]
+    affine_only = [u.conv.name for u in bn_less if u.scale is not None or u.bias is not None]
     if affine_only:
         report.notes.append(
             f"{len(affine_only)} conv(s) are followed by a Scale with no BatchNorm (first: {affine_only[0]}; the "
